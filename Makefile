@@ -1,0 +1,27 @@
+# Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/chestdx: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0   # CPU build first, so nothing pulls a CUDA torch
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(BIN)/chestdx
+
+install: $(BIN)/chestdx
+
+demo: install
+	$(BIN)/chestdx demo --out runs/demo
+
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/run.py
+
+.PHONY: install demo test lint bench
