@@ -1,0 +1,1 @@
+"""Datasets: readers into one Index table, patient-grouped splits, the pixel cache, torch Datasets, EDA."""
