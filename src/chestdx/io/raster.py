@@ -1,0 +1,128 @@
+"""PNG / JPEG (and other Pillow formats) -> float32 grayscale in [0, 1]."""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin
+
+from chestdx.io import limits
+from chestdx.io.errors import ImageReadError
+from chestdx.io.sniff import PNG_SIGNATURE
+
+# ITU-R BT.601 luma weights (the ones Pillow's convert("L") uses), applied in float.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+_FACTORIES = {"PNG": PngImagePlugin.PngImageFile, "JPEG": JpegImagePlugin.JpegImageFile}
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError,
+                  TypeError, KeyError)
+
+
+def decode_raster(data: bytes, name: str, fmt: str, max_pixels: int | None = None) -> np.ndarray:
+    """Decode PNG/JPEG/other Pillow bytes; every failure is an :class:`ImageReadError`."""
+    if fmt == "PNG":
+        _check_png_structure(data, name)
+    elif fmt == "JPEG":
+        _check_jpeg_complete(data, name)
+    im = _open(data, name, fmt)
+    try:
+        reason = limits.check_pixels(im.width, im.height, max_pixels)
+        if reason:
+            raise ImageReadError(name, reason)
+        try:
+            im.load()
+            if fmt == "JPEG":
+                im = ImageOps.exif_transpose(im)
+            return to_gray01(im)
+        except ImageReadError:
+            raise
+        except _DECODE_ERRORS as exc:
+            raise ImageReadError(name, f"corrupt or truncated {fmt} data ({exc})") from exc
+        except MemoryError as exc:
+            raise ImageReadError(name, f"not enough memory to decode {im.width}x{im.height} image") from exc
+    finally:
+        im.close()
+
+
+def _open(data: bytes, name: str, fmt: str) -> ImageFile.ImageFile:
+    """Open lazily (header only). PNG/JPEG skip Pillow's own bomb check: ours runs right after."""
+    fp = io.BytesIO(data)
+    try:
+        factory = _FACTORIES.get(fmt)
+        if factory is not None:
+            return factory(fp, name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(fp, formats=[fmt])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(name, f"image too large for Pillow's decompression-bomb limit: {exc}") from exc
+    except _DECODE_ERRORS as exc:
+        raise ImageReadError(name, f"invalid {fmt} header ({exc})") from exc
+
+
+def to_gray01(im: Image.Image) -> np.ndarray:
+    """Pillow image of any common mode -> float32 (H, W) in [0, 1]; alpha is dropped, colour -> luma."""
+    mode = im.mode
+    if mode == "L":
+        out = np.asarray(im, dtype=np.float32) / 255.0
+    elif mode == "1":
+        out = np.asarray(im, dtype=np.float32)
+    elif mode == "LA":
+        out = np.asarray(im.getchannel("L"), dtype=np.float32) / 255.0
+    elif mode.startswith("I;16"):
+        out = np.asarray(im).astype(np.float32) / 65535.0
+    elif mode == "I":
+        arr = np.asarray(im).astype(np.float64)
+        # 16-bit PNGs may surface as mode "I": values then lie in 0..65535.
+        out = arr / 65535.0 if arr.size and arr.min() >= 0 and arr.max() <= 65535 else _minmax(arr)
+    elif mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        out = arr if arr.size and np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1 else _minmax(arr)
+    else:  # RGB, RGBA, P, PA, CMYK, YCbCr, ... -> RGB (alpha dropped, not composited) -> luma
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
+        out = (rgb @ LUMA) / 255.0
+    return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
+
+
+def _minmax(arr: np.ndarray) -> np.ndarray:
+    arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
+    return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+
+
+def _check_png_structure(data: bytes, name: str) -> None:
+    """Walk the PNG chunks: refuse truncation and CRC errors whatever ``LOAD_TRUNCATED_IMAGES`` says."""
+    pos, size = len(PNG_SIGNATURE), len(data)
+    seen_idat = False
+    while True:
+        if pos + 8 > size:
+            raise ImageReadError(name, f"truncated PNG: file ends at byte {size} before the IEND chunk")
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
+        end = pos + 8 + length + 4
+        label = ctype.decode("latin-1")
+        if end > size:
+            raise ImageReadError(
+                name, f"truncated PNG: {label} chunk at byte {pos} needs {length} bytes, file ends at byte {size}"
+            )
+        crc = struct.unpack(">I", data[end - 4 : end])[0]
+        if zlib.crc32(data[pos + 4 : end - 4]) != crc:
+            raise ImageReadError(name, f"corrupt PNG: CRC mismatch in {label} chunk at byte {pos}")
+        seen_idat |= ctype == b"IDAT"
+        if ctype == b"IEND":
+            break
+        pos = end
+    if not seen_idat:
+        raise ImageReadError(name, "corrupt PNG: no IDAT (pixel data) chunk")
+
+
+def _check_jpeg_complete(data: bytes, name: str) -> None:
+    """Refuse a JPEG with no end-of-image marker after its first scan (i.e. truncated)."""
+    sos = data.find(b"\xff\xda")
+    if sos < 0:
+        raise ImageReadError(name, "corrupt JPEG: no start-of-scan marker (no pixel data)")
+    if data.rfind(b"\xff\xd9") < sos:
+        raise ImageReadError(name, f"truncated JPEG: no end-of-image marker ({len(data)} bytes)")

@@ -1,0 +1,87 @@
+"""Entry points: read an image file or decode in-memory bytes into float32 grayscale in [0, 1]."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from chestdx.io import limits
+from chestdx.io.dicom import check_dataset, decode_dicom, read_dataset
+from chestdx.io.errors import ImageReadError
+from chestdx.io.raster import _open, decode_raster
+from chestdx.io.sniff import describe_unknown, sniff_format
+
+PathType = str | PathLike[str]
+
+
+def read_image(path: PathType, *, max_pixels: int | None = None) -> np.ndarray:
+    """Read PNG/JPEG/DICOM (format from content) -> float32 (H, W) in [0, 1]; raises ImageReadError."""
+    return decode_image_bytes(read_bytes(path), str(path), max_pixels=max_pixels)
+
+
+def decode_image_bytes(data: bytes, name: str, *, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image held in memory (no disk access); ``name`` is used in messages and as a hint."""
+    fmt = _format_or_raise(data, name)
+    if fmt in ("DICOM", "DICOM-RAW"):
+        return decode_dicom(data, name, force=fmt == "DICOM-RAW", max_pixels=max_pixels)
+    return decode_raster(data, name, fmt, max_pixels=max_pixels)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Header facts of an image file (nothing decoded)."""
+
+    format: str
+    width: int
+    height: int
+
+
+def probe_image(path: PathType) -> ImageInfo:
+    """Format and size from the header only (cheap); raises ImageReadError like :func:`read_image`."""
+    name = str(path)
+    data = read_bytes(path)
+    fmt = _format_or_raise(data, name)
+    if fmt in ("DICOM", "DICOM-RAW"):
+        ds = read_dataset(data, name, force=fmt == "DICOM-RAW")
+        check_dataset(ds, name, forced=fmt == "DICOM-RAW", max_pixels=2**62)
+        return ImageInfo("DICOM", int(ds.Columns), int(ds.Rows))
+    im = _open(data, name, fmt)
+    try:
+        return ImageInfo(fmt, im.width, im.height)
+    finally:
+        im.close()
+
+
+def read_bytes(path: PathType) -> bytes:
+    """Read a whole file with clear ImageReadError messages (missing, directory, empty, too big)."""
+    name = str(path)
+    try:
+        size = os.stat(path).st_size
+        if Path(path).is_dir():
+            raise ImageReadError(name, "is a directory, not an image file")
+        if size > limits.MAX_FILE_BYTES:
+            raise ImageReadError(name, f"file is {size} bytes, above the {limits.MAX_FILE_BYTES} byte limit")
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError as exc:
+        raise ImageReadError(name, "file not found") from exc
+    except PermissionError as exc:
+        raise ImageReadError(name, "permission denied") from exc
+    except IsADirectoryError as exc:
+        raise ImageReadError(name, "is a directory, not an image file") from exc
+    except OSError as exc:
+        raise ImageReadError(name, f"cannot open file ({exc.strerror or exc})") from exc
+    return data
+
+
+def _format_or_raise(data: bytes, name: str) -> str:
+    if not data:
+        raise ImageReadError(name, "file is empty (0 bytes)")
+    fmt = sniff_format(data, name)
+    if fmt is None:
+        raise ImageReadError(name, describe_unknown(data, name))
+    return fmt
