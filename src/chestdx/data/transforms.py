@@ -30,3 +30,4 @@ def normalize_numpy(batch01: np.ndarray, mean: Sequence[float], std: Sequence[fl
     s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
     x = np.repeat(np.asarray(batch01, dtype=np.float32), m.shape[1], axis=1)
     return (x - m) / s
+

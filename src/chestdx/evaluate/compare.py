@@ -149,6 +149,10 @@ def compare_predictions(
                     row["delong_p"] = delong_test(ref.y[:, j], ref.p[:, j], arr.p[:, j])["p_value"]
             rows.append(row)
     table = pd.DataFrame(rows)
+    for col in ("auroc", "auroc_lo", "auroc_hi", "diff_vs_ref", "diff_lo", "diff_hi", "delong_p"):
+        table[col] = table[col].astype(float)
+    for col in ("n_pos", "n_neg"):
+        table[col] = table[col].astype("Int64")
     table.attrs.update({"reference": ref_name, "split": split, "n_images": len(ref.image_id),
                         "n_patients": int(counts.shape[1]), "n_boot": n_boot, "seed": seed})
     return table

@@ -95,7 +95,12 @@ def map_to_box(smap: np.ndarray, threshold: float = 0.5, connectivity: int = 2) 
         return None
     sizes = np.bincount(labels.ravel())[1:]
     rows, cols = np.nonzero(labels == int(np.argmax(sizes)) + 1)
-    return (float(cols.min()), float(rows.min()), float(cols.max() - cols.min() + 1), float(rows.max() - rows.min() + 1))
+    return (
+        float(cols.min()),
+        float(rows.min()),
+        float(cols.max() - cols.min() + 1),
+        float(rows.max() - rows.min() + 1),
+    )
 
 
 def _overlap_1d(a0: float, a1: float, b0: np.ndarray | float, b1: np.ndarray | float) -> np.ndarray:

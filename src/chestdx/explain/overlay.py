@@ -92,7 +92,10 @@ def save_gallery(
     panel_in: float = 3.0,
     dpi: int = 100,
 ) -> Path:
-    """Grid of captioned overlays; items are OverlayItem, dicts with its field names, or (image, heatmap, caption[, box])."""
+    """Grid of captioned overlays, ``ncols`` wide.
+
+    Items are OverlayItem, dicts with its field names, or tuples (image, heatmap, caption[, box]).
+    """
     panels = [
         it if isinstance(it, OverlayItem) else OverlayItem(**it) if isinstance(it, Mapping) else OverlayItem(*it)
         for it in items

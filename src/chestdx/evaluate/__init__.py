@@ -1,0 +1,27 @@
+"""Evaluation: metrics with patient-bootstrap CIs, validation thresholds, calibration, comparisons.
+
+Plots live in :mod:`chestdx.evaluate.plots` (imported on demand: it pulls in matplotlib).
+"""
+
+from chestdx.evaluate.bootstrap import bootstrap_indices
+from chestdx.evaluate.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from chestdx.evaluate.compare import compare_predictions, delong_test, paired_bootstrap_diff
+from chestdx.evaluate.metrics import label_metrics, multilabel_metrics
+from chestdx.evaluate.report_tables import evaluate_predictions
+from chestdx.evaluate.thresholds import choose_thresholds, operating_point, select_thresholds
+
+__all__ = [
+    "apply_temperature",
+    "bootstrap_indices",
+    "choose_thresholds",
+    "compare_predictions",
+    "delong_test",
+    "evaluate_predictions",
+    "expected_calibration_error",
+    "fit_temperature",
+    "label_metrics",
+    "multilabel_metrics",
+    "operating_point",
+    "paired_bootstrap_diff",
+    "select_thresholds",
+]

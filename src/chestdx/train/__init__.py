@@ -1,0 +1,1 @@
+"""Training: config presets, losses, the LightningModule and ``fit``."""

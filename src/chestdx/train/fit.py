@@ -1,0 +1,135 @@
+"""``fit``: config -> run directory with config, split, checkpoints, logs and the best model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader
+
+from chestdx.data.pipeline import write_bad_files
+from chestdx.train.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from chestdx.train.config import load_config, save_config
+from chestdx.train.data_setup import PreparedData, prepare_data
+from chestdx.train.losses import build_loss
+from chestdx.train.module import ChestModule
+
+log = logging.getLogger(__name__)
+MONITOR = "val_macro_auroc"
+
+
+class EpochSummary(Callback):
+    """One line per epoch: loss, validation macro AUROC, throughput."""
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        get = lambda k: float(m[k]) if k in m else float("nan")  # noqa: E731
+        log.info("epoch %d: train_loss %.4f  val_loss %.4f  val_macro_auroc %.4f  %.1f img/s",
+                 trainer.current_epoch, get("train_loss"), get("val_loss"), get(MONITOR), get("train_img_per_s"))
+
+
+def _precision(config: dict[str, Any]) -> str:
+    if config["precision"] != "auto":
+        return str(config["precision"])
+    if torch.cuda.is_available() and config["accelerator"] in ("auto", "gpu", "cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def _loader(ds, config: dict[str, Any], shuffle: bool) -> DataLoader:
+    generator = torch.Generator().manual_seed(int(config["seed"]))
+    return DataLoader(ds, batch_size=int(config["batch_size"]), shuffle=shuffle,
+                      num_workers=int(config["num_workers"]), generator=generator,
+                      drop_last=shuffle and len(ds) > int(config["batch_size"]),
+                      persistent_workers=False, pin_memory=torch.cuda.is_available())
+
+
+def build_module(config: dict[str, Any], data: PreparedData) -> ChestModule:
+    """Model, loss (class weights from the TRAIN split only) and optimizer settings."""
+    from chestdx.models import build_model
+
+    mc = config["model"]
+    model = build_model(mc["arch"], len(data.labels), pretrained=mc.get("pretrained"), freeze=mc.get("freeze", "none"),
+                        metadata=tuple(mc.get("metadata") or ()))
+    train = data.table[data.table["split"] == "train"]
+    loss = build_loss(config["loss"], train[data.labels].to_numpy())
+    return ChestModule(model, loss, config["optimizer"], config["scheduler"], data.labels)
+
+
+def fit(config: dict[str, Any], out_dir: str | Path, split_csv: str | Path | None = None,
+        resume: bool = False) -> Path:
+    """Train per ``config`` into ``out_dir``; ``resume`` continues an interrupted run from its last checkpoint."""
+    run = Path(out_dir)
+    ckpt_dir = run / "checkpoints"
+    if resume:
+        config = load_config(run / "config.yaml")
+        split_csv = run / "split.csv"
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    L.seed_everything(int(config["seed"]), workers=True, verbose=False)
+    is_zero = rank_zero_only.rank == 0
+    data = prepare_data(config, split_csv, show_progress=is_zero and config["progress"])
+    if is_zero:
+        run.mkdir(parents=True, exist_ok=True)
+        config = dict(config, labels_resolved=data.labels)
+        save_config(config, run / "config.yaml")
+        if not resume:
+            data.table.to_csv(run / "split.csv", index=False)
+        write_bad_files(data.report, run / "bad_files.csv")
+    module = build_module(config, data)
+    callbacks: list[Callback] = [
+        EarlyStopping(monitor=MONITOR, mode="max", patience=int(config["early_stopping"]["patience"]),
+                      min_delta=float(config["early_stopping"].get("min_delta", 0.0))),
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="max", save_last=True,
+                        enable_version_counter=False),
+        EpochSummary(),
+    ]
+    if config["progress"]:
+        callbacks.append(RichProgressBar())
+    trainer = L.Trainer(
+        max_epochs=int(config["epochs"]), accelerator=config["accelerator"], devices=config["devices"],
+        strategy=config["strategy"], num_nodes=int(config["num_nodes"]), precision=_precision(config),
+        accumulate_grad_batches=int(config["accumulate"]), deterministic=True, callbacks=callbacks,
+        logger=CSVLogger(run, name="logs", version=""), default_root_dir=run,
+        limit_train_batches=config["limit_train_batches"], enable_progress_bar=bool(config["progress"]),
+        log_every_n_steps=1, enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    last = ckpt_dir / "last.ckpt"
+    start = time.perf_counter()
+    trainer.fit(module, _loader(data.dataset("train", config, augment=True), config, True),
+                _loader(data.dataset("val", config), config, False),
+                ckpt_path=str(last) if resume and last.exists() else None)
+    if trainer.is_global_zero:
+        best = ckpt_dir / "best.ckpt"
+        best_epoch = None
+        if best.exists():  # restore the best weights, not the last ones
+            state = torch.load(best, map_location="cpu", weights_only=False)
+            module.load_state_dict(state["state_dict"])
+            best_epoch = int(state["epoch"])
+        save_checkpoint(run / CHECKPOINT_NAME, module.model.cpu(), data.labels, config)
+        checkpoint_cb = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
+        summary = {
+            "best_val_macro_auroc": float(checkpoint_cb.best_model_score) if checkpoint_cb.best_model_score is not None
+            else None,
+            "best_epoch": best_epoch,
+            "epochs_run": int(trainer.current_epoch),
+            "stopped_early": bool(trainer.early_stopping_callback and trainer.early_stopping_callback.stopped_epoch),
+            "train_seconds_this_session": round(time.perf_counter() - start, 1),
+            "labels": data.labels,
+            "n_images": data.table["split"].value_counts().to_dict(),
+            "n_unreadable": len(data.report.failures),
+            "devices": config["devices"], "strategy": config["strategy"], "precision": _precision(config),
+        }
+        (run / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        log.info("best val macro AUROC %s at epoch %s -> %s", summary["best_val_macro_auroc"], best_epoch, run)
+    return run

@@ -1,0 +1,108 @@
+"""LightningModule: normalization + ChestModel, masked imbalance-weighted loss, validation macro AUROC."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from chestdx.data.normalize import Normalize
+
+
+def macro_auroc(y: np.ndarray, p: np.ndarray) -> tuple[float, dict[int, float]]:
+    """Mean AUROC over labels with both classes among the known (non-NaN) targets; NaN when none."""
+    per_label: dict[int, float] = {}
+    for j in range(y.shape[1]):
+        known = ~np.isnan(y[:, j])
+        yj = y[known, j]
+        if yj.size and 0 < yj.sum() < yj.size:
+            per_label[j] = float(roc_auc_score(yj, p[known, j]))
+    return (float(np.mean(list(per_label.values()))) if per_label else float("nan")), per_label
+
+
+class ChestModule(L.LightningModule):
+    """Trains a ``ChestModel`` on (x01, y, meta) batches from ``CXRDataset``."""
+
+    def __init__(self, model: nn.Module, loss: nn.Module, optimizer: dict, scheduler: dict,
+                 label_names: list[str]):
+        super().__init__()
+        self.model = model
+        self.norm = Normalize(model.mean, model.std)
+        self.loss_fn = loss
+        self.optim_cfg = dict(optimizer)
+        self.sched_cfg = dict(scheduler)
+        self.label_names = list(label_names)
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._epoch_start = 0.0
+        self._train_images = 0
+
+    def forward(self, x01: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(self.norm(x01), meta if meta is not None and meta.shape[-1] else None)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+        self._train_images = 0
+        loader = self.trainer.train_dataloader
+        dataset = getattr(loader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
+
+    def training_step(self, batch, batch_idx):
+        x, y, meta = batch
+        loss = self.loss_fn(self(x, meta), y)
+        self._train_images += x.shape[0]
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0],
+                 sync_dist=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        elapsed = max(time.perf_counter() - self._epoch_start, 1e-9)
+        self.log("train_img_per_s", self._train_images / elapsed * self.trainer.world_size, sync_dist=False)
+
+    def validation_step(self, batch, batch_idx):
+        x, y, meta = batch
+        logits = self(x, meta)
+        self.log("val_loss", self.loss_fn(logits, y), on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+        self._val_outputs.append((torch.sigmoid(logits.float()).detach(), y.detach()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_outputs:
+            return
+        p = torch.cat([o[0] for o in self._val_outputs])
+        y = torch.cat([o[1] for o in self._val_outputs])
+        self._val_outputs.clear()
+        if self.trainer.world_size > 1:
+            p = self.all_gather(p).reshape(-1, p.shape[-1])
+            y = self.all_gather(y).reshape(-1, y.shape[-1])
+        auc, _ = macro_auroc(y.cpu().numpy(), p.cpu().numpy())
+        # NaN (no estimable label) would break early stopping: log 0.5 = chance instead
+        self.log("val_macro_auroc", auc if np.isfinite(auc) else 0.5, prog_bar=True, sync_dist=False)
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        name = self.optim_cfg.get("name", "adam").lower()
+        lr, wd = float(self.optim_cfg.get("lr", 1e-3)), float(self.optim_cfg.get("weight_decay", 0.0))
+        if name == "adam":
+            opt = torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        elif name == "adamw":
+            opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        elif name == "sgd":
+            opt = torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9, nesterov=True)
+        else:
+            raise ValueError(f"unknown optimizer {name!r} (adam, adamw, sgd)")
+        sched = self.sched_cfg.get("name", "none").lower()
+        if sched in ("none", None):
+            return opt
+        if sched == "cosine":
+            epochs = max(1, int(self.trainer.max_epochs or 1))
+            return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)}
+        if sched == "plateau":
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="max", factor=float(self.sched_cfg.get("factor", 0.5)),
+                patience=int(self.sched_cfg.get("patience", 1)))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": plateau, "monitor": "val_macro_auroc"}}
+        raise ValueError(f"unknown scheduler {sched!r} (none, cosine, plateau)")
