@@ -139,7 +139,7 @@ def test_shapes_range_and_model_left_intact(method, arch):
     maps = saliency_maps(model, x, [0, 2, 1], method=method, n_samples=4, batch_size=2)
     assert maps.shape == (3, 32, 32) and maps.dtype == np.float32
     assert np.isfinite(maps).all() and maps.min() >= 0.0 and maps.max() <= 1.0
-    assert np.allclose(maps.reshape(3, -1).max(1), 1.0)  # random models still give non-constant maps here
+    assert all(m.max() == 1.0 or m.max() == 0.0 for m in maps)  # a Grad-CAM map may be all zero (ReLU)
     assert model.training and hook_count(model) == hooks
     assert not model.head.weight.requires_grad and model.head.bias.requires_grad
     assert all(p.grad is None if not p.requires_grad else bool((p.grad == 7.0).all()) for p in model.parameters())

@@ -46,6 +46,8 @@ def run_eda(df: pd.DataFrame, out_dir: str | Path, title: str = "") -> dict:
     prev = prevalence(df)
     prev.to_csv(out / "prevalence.csv", index=False)
     table = prev.pivot(index="label", columns="split", values="prevalence").reindex(label_columns(df))
+    order = ["train", "val", "test"]
+    table = table[[c for c in order if c in table.columns] + [c for c in table.columns if c not in order]]
     fig, ax = plt.subplots(figsize=(10, 5))
     table.plot.bar(ax=ax)
     ax.set_ylabel("fraction of graded images positive")

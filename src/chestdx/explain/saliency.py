@@ -163,10 +163,10 @@ def saliency_maps(
     with torch.inference_mode(False):
         xt = _as_float(x, device)
         mt = None if meta is None else _as_float(meta, device)
+        idx = _class_tensor(class_indices, len(xt)).to(device)
     if xt.ndim != 4:
         raise ValueError(f"x must be (B, C, H, W), got {tuple(xt.shape)}")
     b = xt.shape[0]
-    idx = _class_tensor(class_indices, b).to(device)
     if mt is not None and mt.shape[0] != b:
         raise ValueError(f"meta has {mt.shape[0]} rows for {b} images")
     bs = max(1, int(batch_size))
