@@ -69,8 +69,13 @@ def table(seed: int, sep: float, n_patients: int = 300) -> pd.DataFrame:
     """Predictions table (contracts.md) with the same truth for every seed, scores varying with sep."""
     truth = np.random.default_rng(123)
     pid = np.repeat(np.arange(n_patients), 2)
-    df = pd.DataFrame({"image_id": [f"img{i:05d}.png" for i in range(pid.size)], "patient_id": pid,
-                       "split": np.where(pid % 5 == 0, "val", "test")})
+    df = pd.DataFrame(
+        {
+            "image_id": [f"img{i:05d}.png" for i in range(pid.size)],
+            "patient_id": pid,
+            "split": np.where(pid % 5 == 0, "val", "test"),
+        }
+    )
     rng = np.random.default_rng(seed)
     for lab, prev in zip(LABELS, (0.3, 0.2, 0.0), strict=True):
         y = (truth.random(pid.size) < prev).astype(float)

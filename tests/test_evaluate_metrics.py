@@ -10,11 +10,17 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from chestdx.evaluate.bootstrap import bootstrap_indices, group_codes, patient_counts
 from chestdx.evaluate.metrics import label_metrics, multilabel_metrics
-from chestdx.evaluate.ranking import weighted_auprc, weighted_auroc
+from chestdx.evaluate.ranking import ranking_replicates
 
 
-def synth(n_patients: int, per_patient: int = 2, seed: int = 0, prevalence: float = 0.3, sep: float = 1.2,
-          duplicate: bool = False):
+def synth(
+    n_patients: int,
+    per_patient: int = 2,
+    seed: int = 0,
+    prevalence: float = 0.3,
+    sep: float = 1.2,
+    duplicate: bool = False,
+):
     """Images grouped by patient; patients share their label; score = sep * y + noise.
 
     ``duplicate``: every image of a patient is a copy (same score)."""
@@ -38,6 +44,14 @@ def test_bootstrap_indices_keep_patients_whole():
     assert all(np.array_equal(a, b) for a, b in zip(reps, bootstrap_indices(groups, 20, 1), strict=True))
 
 
+def test_bootstrap_indices_match_internal_replicates():
+    y, p, groups = synth(100, per_patient=3, seed=2)
+    codes = group_codes(groups, len(y))
+    reps = ranking_replicates(y, p, codes, patient_counts(codes, 10, seed=4))["auroc"]
+    for b, idx in enumerate(bootstrap_indices(groups, 10, seed=4)):
+        assert reps[b] == pytest.approx(roc_auc_score(y[idx], p[idx]), abs=1e-12)
+
+
 def test_patient_counts_draw_g_patients_per_replicate():
     codes = group_codes(np.array([5, 5, 7, 9, 9, 9]), 6)
     counts = patient_counts(codes, n_boot=50, seed=0)
@@ -48,11 +62,17 @@ def test_patient_counts_draw_g_patients_per_replicate():
 def test_weighted_ranking_matches_sklearn_with_weights():
     y, p, groups = synth(150, seed=3)
     codes = group_codes(groups, len(y))
-    w = patient_counts(codes, 5, seed=2)[:, codes].astype(float)
-    auc, ap = weighted_auroc(y, p, w), weighted_auprc(y, p, w)
+    w = patient_counts(codes, 5, seed=2)[:, codes]
+    reps = ranking_replicates(y, p, np.arange(len(y)), w)  # one "patient" per image: weights = w
+    auc, ap = reps["auroc"], reps["auprc"]
     for b in range(5):
         assert auc[b] == pytest.approx(roc_auc_score(y, p, sample_weight=w[b]), abs=1e-12)
         assert ap[b] == pytest.approx(average_precision_score(y, p, sample_weight=w[b]), abs=1e-12)
+    # grouped form gives the same numbers as the expanded weights
+    grouped = ranking_replicates(y, p, codes, patient_counts(codes, 5, seed=2))
+    assert np.allclose(grouped["auroc"], auc) and np.allclose(grouped["auprc"], ap)
+    none = ranking_replicates(y, p, codes, np.zeros((1, codes.max() + 1), dtype=int))
+    assert np.isnan(none["auroc"]).all() and np.isnan(none["auprc"]).all()
 
 
 def test_label_metrics_matches_sklearn_and_ci_contains_point():

@@ -20,8 +20,9 @@ def make_table(n_patients: int = 400, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     pid = np.repeat(np.arange(n_patients), 2)
     split = np.select([pid % 10 < 3, pid % 10 < 4], ["val", "train"], "test")
-    df = pd.DataFrame({"image_id": [f"i{i}" for i in range(pid.size)], "patient_id": [f"p{k}" for k in pid],
-                       "split": split})
+    df = pd.DataFrame(
+        {"image_id": [f"i{i}" for i in range(pid.size)], "patient_id": [f"p{k}" for k in pid], "split": split}
+    )
     for lab, prev in zip(LABELS, (0.35, 0.25, 0.0), strict=True):
         z = rng.normal(-1, 1.5, size=pid.size) + 3 * (rng.random(pid.size) < prev)
         y = (rng.random(pid.size) < 1 / (1 + np.exp(-z))).astype(float)
@@ -52,6 +53,7 @@ def test_evaluate_predictions_shape_and_json():
     cal = apply_temperature(p, res["temperature"])
     assert ((cal >= res["thresholds"]["Effusion"]) == (p >= res["thresholds_raw"]["Effusion"])).mean() > 0.999
     assert "not a diagnosis" in res["note"]
+    assert "2 positive" in res["threshold_details"]["Hernia"]["warning"]
 
 
 def test_thresholds_and_temperature_ignore_test_labels():

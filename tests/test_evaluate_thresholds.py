@@ -16,8 +16,10 @@ P = np.array([0.1, 0.2, 0.3, 0.6, 0.5, 0.7, 0.8])
 def test_youden_on_toy_example():
     # thresholds: 0.8 J=1/3, 0.7 J=2/3, 0.6 J=5/12, 0.5 J=3/4 (best), 0.3 J=1/2 ...
     assert choose_thresholds(Y[:, None], P[:, None], ["A"]) == {"A": 0.5}
+    assert choose_thresholds(Y, P, ["A"]) == {"A": 0.5}  # 1-D input = one label
     detail = select_thresholds(Y[:, None], P[:, None], ["A"])["A"]
     assert detail["val_sensitivity"] == 1.0 and detail["val_specificity"] == 0.75
+    assert "3 positive" in detail["warning"]
 
 
 def test_sensitivity_target_takes_highest_threshold_reaching_it():

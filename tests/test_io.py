@@ -122,7 +122,8 @@ def test_png_8bit_exact(tmp_path):
 def test_png_16bit(tmp_path):
     arr = np.array([[0, 1, 1000], [32768, 60000, 65535]], dtype=np.uint16)
     path = save_pil(tmp_path, Image.fromarray(arr), "b16.png")
-    assert Image.open(path).mode.startswith("I")
+    with Image.open(path) as im:
+        assert im.mode.startswith("I")
     img = read_image(path)
     check_01(img, (2, 3))
     np.testing.assert_allclose(img, arr / 65535.0, rtol=0, atol=1e-7)
@@ -257,11 +258,23 @@ def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
     assert read_image(path, max_pixels=10_000).shape == (64, 64)
 
 
-@pytest.mark.parametrize("pillow_limit", [6000, 1000])  # warning (>limit) and error (>2*limit)
-def test_pillow_bomb_warning_and_error_become_image_read_error(tmp_path, monkeypatch, pillow_limit):
-    path = save_pil(tmp_path, Image.new("L", (100, 100)), "big.bmp")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow_limit)
-    with pytest.raises(ImageReadError, match="decompression-bomb"):
+def test_other_pillow_formats_use_our_limit_not_pillows(tmp_path, monkeypatch):
+    path = save_pil(tmp_path, Image.new("L", (100, 100), 50), "big.bmp")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's global limit plays no role
+    assert read_image(path).shape == (100, 100)
+    with pytest.raises(ImageReadError, match=r"big\.bmp.*100x100"):
+        read_image(path, max_pixels=5000)
+
+
+@pytest.mark.parametrize("exc", [Image.DecompressionBombError, Image.DecompressionBombWarning])
+def test_pillow_bomb_warning_and_error_become_image_read_error(tmp_path, monkeypatch, exc):
+    path = save_pil(tmp_path, Image.new("L", (10, 10)), "b.png")
+
+    def boom(self):
+        raise exc("Image size (900000000 pixels) exceeds limit")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", boom)
+    with pytest.raises(ImageReadError, match=r"b\.png.*decompression-bomb"):
         read_image(path)
 
 
@@ -325,6 +338,25 @@ def test_dicom_multiframe_and_missing_pixels_refused(tmp_path):
     path = write_dicom(tmp_path, make_dicom(RAMP, with_pixels=False), "nopix.dcm")
     with pytest.raises(ImageReadError, match=r"nopix\.dcm.*no pixel data"):
         read_image(path)
+
+
+def test_dicom_undecodable_compressed_pixels(tmp_path):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLSLossless
+
+    ds = make_dicom(RAMP)
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    ds.PixelData = encapsulate([b"\xff\xd8 not really jpeg-ls data"])
+    ds["PixelData"].VR = "OB"
+    path = write_dicom(tmp_path, ds, "jls.dcm")
+    with pytest.raises(ImageReadError, match=r"jls\.dcm.*cannot decode DICOM pixel data \(transfer syntax JPEG-LS"):
+        read_image(path)
+
+
+def test_dicom_bad_window_falls_back_to_minmax(tmp_path, caplog):
+    img = read_image(write_dicom(tmp_path, make_dicom(RAMP, WindowCenter=10, WindowWidth=0)))
+    np.testing.assert_allclose(img, RAMP / 4095.0, atol=1e-6)
+    assert "using min-max" in caplog.text
 
 
 def test_dicom_without_preamble_by_extension(tmp_path):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from chestdx.labels import canonical_label
 
@@ -82,8 +83,8 @@ def generate_phantom(
     independently. ``plant_findings=False`` renders the very same images without any finding (labels
     all 0, no boxes): a control for tests."""
     names = _check_labels(labels)
-    if n < 0 or size < 32:
-        raise ValueError(f"need n >= 0 and size >= 32, got n={n}, size={size}")
+    if n < 0 or size < 32 or not 0.0 <= prevalence <= 1.0:
+        raise ValueError(f"need n >= 0, size >= 32 and 0 <= prevalence <= 1, got {n}, {size}, {prevalence}")
     pat_of_img, n_pat = _assign_patients(n, seed)
     pat_u = np.random.default_rng([seed, 2]).random((max(n_pat, 1), _PAT_COLS))
     img_u = np.random.default_rng([seed, 1]).random((n, _IMG_COLS))
@@ -98,11 +99,13 @@ def generate_phantom(
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
         params = _params(img_u[start:stop], pat_u[pat_of_img[start:stop]], present[start:stop])
-        noise_rng = np.random.default_rng([seed, 3, start // _CHUNK])
-        img, masks = _render(params, size, noise_rng)
+        rngs = [np.random.default_rng([seed, 3, i]) for i in range(start, stop)]
+        img, masks = _render(params, size, rngs)
         images[start:stop] = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
         for name in names:
             k = SUPPORTED_FINDINGS.index(name)
+            if not present[start:stop, k].any():
+                continue
             boxes = _bboxes(masks[name])
             for i in np.flatnonzero(present[start:stop, k]):
                 if boxes[i] is None:  # finding fell outside the image: it is not there
@@ -149,11 +152,8 @@ def write_phantom_dataset(
     for stale in img_dir.glob(f"{FILE_PREFIX}*.png"):  # only our own files, from an earlier run
         stale.unlink()
     ph = generate_phantom(n, size=size, seed=seed, labels=labels, prevalence=prevalence)
-
-    from PIL import Image
-
     for image_id, img in zip(ph.image_ids, ph.images, strict=True):
-        Image.fromarray(img, mode="L").save(img_dir / image_id, compress_level=1)
+        Image.fromarray(img).save(img_dir / image_id, compress_level=1)
 
     table = pd.DataFrame(
         {
@@ -187,6 +187,8 @@ def write_nih_boxes(boxes: pd.DataFrame, path: str | PathLike[str]) -> Path:
 
 
 def _check_labels(labels: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(labels, str):
+        labels = (labels,)
     names = tuple(canonical_label(x) for x in labels)
     unknown = [x for x in names if x not in SUPPORTED_FINDINGS]
     if unknown:
@@ -221,7 +223,7 @@ def _params(iu: np.ndarray, pu: np.ndarray, present: np.ndarray) -> dict[str, np
         "lung_hw": _col(pu, 6, 0.125, 0.145),
         "lung_hh": _col(pu, 7, 0.27, 0.31),
         "heart_hw": _col(pu, 8, 0.12, 0.14) * (1 + f["Cardiomegaly"] * _col(iu, 10, 0.35, 0.55)),
-        "heart_hh": _col(pu, 9, 0.10, 0.12) * (1 + f["Cardiomegaly"] * _col(iu, 11, 0.10, 0.20)),
+        "heart_hh": _col(pu, 9, 0.12, 0.14) * (1 + f["Cardiomegaly"] * _col(iu, 11, 0.08, 0.16)),
         "rib_period": _col(pu, 10, 0.065, 0.085),
         "rib_phase": _col(pu, 11, 0.0, 1.0),
         "noise": _col(iu, 12, 0.012, 0.028),
@@ -249,13 +251,17 @@ def _soft(signed: np.ndarray, px: float) -> np.ndarray:
     return np.clip(0.5 + signed * (px / 1.5), 0.0, 1.0)
 
 
-def _superellipse(u, v, cx, cy, a, b, power: float = 2.0) -> np.ndarray:
-    return (np.abs((u - cx) / a) ** power + np.abs((v - cy) / b) ** power) ** (1.0 / power)
+def _inside(u, v, cx, cy, a, b, power: float = 2.0) -> np.ndarray:
+    """Superellipse "depth": > 0 inside, < 0 outside, ~ (1 - radius) near the boundary.
+
+    Uses (1 - r**p) / p, so the powers are taken on the separable (c, 1, S) / (c, S, 1) terms only."""
+    level = np.abs((u - cx) / a) ** power + np.abs((v - cy) / b) ** power
+    return (1.0 - level) * (1.0 / power)
 
 
-def _lowpass_noise(rng: np.random.Generator, c: int, size: int, coarse: int = 10) -> np.ndarray:
+def _lowpass_noise(rngs: list[np.random.Generator], size: int, coarse: int = 10) -> np.ndarray:
     """Smooth noise: coarse Gaussian grid, bilinearly upsampled (two matrix products)."""
-    small = rng.standard_normal((c, coarse, coarse), dtype=np.float32)
+    small = np.stack([r.standard_normal((coarse, coarse), dtype=np.float32) for r in rngs])
     pos = np.clip((np.arange(size, dtype=np.float32) + 0.5) * coarse / size - 0.5, 0, coarse - 1)
     lo = np.floor(pos).astype(int)
     hi = np.minimum(lo + 1, coarse - 1)
@@ -266,9 +272,11 @@ def _lowpass_noise(rng: np.random.Generator, c: int, size: int, coarse: int = 10
     return m @ small @ m.T
 
 
-def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """Render a chunk; returns images in [0, 1]-ish float32 (c, S, S) and finding masks by label."""
-    c = p["scale"].shape[0]
+def _render(
+    p: dict[str, np.ndarray], size: int, rngs: list[np.random.Generator]
+) -> tuple[np.ndarray, dict[str, np.ndarray | None]]:
+    """Render a chunk: float32 images (c, S, S) (clip later) and finding masks by label (zero where absent;
+    None when absent from the whole chunk)."""
     px = float(size)
     grid = (np.arange(size, dtype=np.float32) + 0.5) / size
     # patient-centred coordinates (jitter = shift + zoom about the image centre)
@@ -277,46 +285,53 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> tu
     pxs = px * p["scale"]  # pixels per unit of patient coordinates
 
     bg = 0.04
-    body_e = _superellipse(u, v, 0.5, 0.60, 0.44, 0.60, power=2.6)
-    body = _soft(1.0 - body_e, pxs * 0.44)
-    outline = np.exp(-(((body_e - 0.965) / 0.03) ** 2))  # bright skin line / soft-tissue rim
+    body_d = _inside(u, v, 0.5, 0.60, 0.44, 0.60, power=2.6)
+    body = _soft(body_d, pxs * 0.44)
+    outline = np.exp(-(((body_d - 0.035) / 0.03) ** 2))  # bright skin line / soft-tissue rim
     img = bg + body * (p["tissue"] - bg) + body * outline * 0.18
 
     # lungs: superellipses cut by diaphragm domes; left/right = image left/right
     lung_cy = np.float32(0.49)
-    lungs, lung_masks, lung_e = np.zeros_like(img), {}, {}
+    lungs, lung_masks = np.zeros_like(img), {}
     for side in (-1.0, 1.0):
         cx = 0.5 + side * p["lung_sep"]
-        e = _superellipse(u, v, cx, lung_cy, p["lung_hw"], p["lung_hh"], power=2.3)
+        d = _inside(u, v, cx, lung_cy, p["lung_hw"], p["lung_hh"], power=2.3)
         q = (u - cx) / p["lung_hw"]
         dome = lung_cy + p["lung_hh"] * (0.92 - 0.28 * np.clip(1.0 - q**2, 0.0, 1.0)) + (0.015 if side > 0 else 0)
-        m = _soft(1.0 - e, pxs * p["lung_hw"]) * _soft(dome - v, pxs)
-        lung_masks[side], lung_e[side] = m, e
+        m = _soft(d, pxs * p["lung_hw"]) * _soft(dome - v, pxs)
+        lung_masks[side] = m
         lungs = np.maximum(lungs, m)
 
     rib_phase = (v + 0.55 * (u - 0.5) ** 2) / p["rib_period"] + p["rib_phase"]
-    ribs = (0.5 + 0.5 * np.cos(2 * np.pi * rib_phase)) ** 6
-    vessels = _lowpass_noise(rng, c, size) * 0.035
-    hila = sum(
-        np.exp(-(((u - 0.5 - s * (p["lung_sep"] - 0.06)) / 0.06) ** 2 + ((v - 0.52) / 0.09) ** 2))
-        for s in (-1.0, 1.0)
+    ribs = (0.5 + 0.5 * np.cos(2 * np.pi * rib_phase)) ** 2
+    ribs = ribs * ribs * ribs  # narrow bright bands
+    vessels = _lowpass_noise(rngs, size) * 0.035
+    hila = np.exp(-(((v - 0.52) / 0.09) ** 2)) * sum(
+        np.exp(-(((u - 0.5 - s * (p["lung_sep"] - 0.06)) / 0.06) ** 2)) for s in (-1.0, 1.0)
     )
     texture = ribs * 0.11 + vessels + hila * 0.10
     lung_img = p["lung"] + texture
-    masks: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray | None] = {}
 
     # pneumothorax: apical rim between the lung edge and a shrunken (collapsed) lung, no texture
     side = p["ptx_side"]
     cx = 0.5 + side * p["lung_sep"]
     anchor_x, anchor_y = cx - side * 0.25 * p["lung_hw"], lung_cy + 0.55 * p["lung_hh"]
     k = p["ptx_shrink"]
-    e_col = _superellipse(u, v, anchor_x + (cx - anchor_x) * k, anchor_y + (lung_cy - anchor_y) * k,
-                          p["lung_hw"] * k, p["lung_hh"] * k, power=2.3)
+    out_col = -_inside(
+        u,
+        v,
+        anchor_x + (cx - anchor_x) * k,
+        anchor_y + (lung_cy - anchor_y) * k,
+        p["lung_hw"] * k,
+        p["lung_hh"] * k,
+        power=2.3,
+    )  # > 0 outside the collapsed lung
     side_mask = np.where(side > 0, lung_masks[1.0], lung_masks[-1.0])
     upper = _soft(lung_cy + 0.25 * p["lung_hh"] - v, pxs)
-    ptx = side_mask * upper * _soft(e_col - 1.0, pxs * p["lung_hw"] * k) * p["has_Pneumothorax"]
-    pleural_line = side_mask * upper * np.exp(-(((e_col - 1.0) * px * p["lung_hw"] * k / 0.8) ** 2))
-    lung_img = lung_img * (1 - ptx) + ptx * (p["lung"] - 0.07) + pleural_line * p["has_Pneumothorax"] * 0.10
+    ptx = side_mask * upper * _soft(out_col, pxs * p["lung_hw"] * k) * p["has_Pneumothorax"]
+    pleural_line = side_mask * upper * np.exp(-((out_col * px * p["lung_hw"] * k / 0.8) ** 2))
+    lung_img = lung_img * (1 - ptx) + ptx * (p["lung"] - 0.09) + pleural_line * p["has_Pneumothorax"] * 0.12
     masks["Pneumothorax"] = ptx
 
     img = img * (1 - lungs) + lungs * lung_img
@@ -333,8 +348,8 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> tu
 
     # heart (enlarged for cardiomegaly), then spine and clavicles over everything
     heart_cx = 0.5 + 0.035 + 0.25 * (p["heart_hw"] - 0.13)
-    heart_cy = lung_cy + p["lung_hh"] * 0.92 - p["heart_hh"] * 0.85
-    heart = _soft(1.0 - _superellipse(u, v, heart_cx, heart_cy, p["heart_hw"], p["heart_hh"]), pxs * 0.1)
+    heart_cy = lung_cy + p["lung_hh"] * 0.95 - p["heart_hh"] * 0.95
+    heart = _soft(_inside(u, v, heart_cx, heart_cy, p["heart_hw"], p["heart_hh"]), pxs * 0.1)
     heart = heart * _soft(lung_cy + p["lung_hh"] * 0.95 - v, pxs) * body
     img = img * (1 - heart) + heart * (p["tissue"] + 0.05)
     masks["Cardiomegaly"] = heart * p["has_Cardiomegaly"]
@@ -349,6 +364,9 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> tu
 
     # nodule and mass: bright blobs inside a lung
     for name, prefix in (("Nodule", "nod"), ("Mass", "mass")):
+        if not p[f"has_{name}"].any():
+            masks[name] = None
+            continue
         side = p[f"{prefix}_side"]
         bx = 0.5 + side * p["lung_sep"] + p[f"{prefix}_xi"] * p["lung_hw"]
         by = lung_cy + p[f"{prefix}_eta"] * p["lung_hh"]
@@ -361,11 +379,11 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> tu
         img = img + blob * (0.30 if name == "Nodule" else 0.24)
         masks[name] = blob
 
-    img = img + rng.standard_normal(img.shape, dtype=np.float32) * p["noise"]
+    img = img + np.stack([r.standard_normal((size, size), dtype=np.float32) for r in rngs]) * p["noise"]
     return img.astype(np.float32), masks
 
 
-def _bboxes(mask: np.ndarray, thr: float = 0.5) -> list[tuple[float, float, float, float] | None]:
+def _bboxes(mask: np.ndarray, thr: float = 0.1) -> list[tuple[float, float, float, float] | None]:
     """Bounding box (x, y, w, h) in pixels of ``mask > thr`` for each image, None when empty."""
     m = mask > thr
     rows, cols = m.any(axis=2), m.any(axis=1)

@@ -119,8 +119,9 @@ def audit_split(df: pd.DataFrame) -> AuditResult:
     missing = {"patient_id", "split", "image_id"} - set(df.columns)
     if missing:
         raise ValueError(f"split table lacks columns {sorted(missing)}")
-    per_patient = df.groupby("patient_id", sort=False)["split"].unique()
-    leaked = {str(p): sorted(map(str, s)) for p, s in per_patient.items() if len(s) > 1}
+    pairs = df[["patient_id", "split"]].drop_duplicates()
+    multi = pairs[pairs["patient_id"].duplicated(keep=False)]
+    leaked = {str(p): sorted(map(str, g)) for p, g in multi.groupby("patient_id", sort=False)["split"]}
     dup_ids = df.loc[df["image_id"].duplicated(), "image_id"].astype(str).unique().tolist()
     dup_paths = (df.loc[df["path"].duplicated(), "path"].astype(str).unique().tolist()
                  if "path" in df.columns else [])

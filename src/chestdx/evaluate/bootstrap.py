@@ -7,12 +7,10 @@ with the same ``counts`` sees exactly the same patient resamples.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pandas as pd
 
-# Cap on the elements of one (replicates x images) weight block, to bound memory.
+# Cap on the elements of one (replicates x items) block, to bound memory.
 MAX_BLOCK = 4_000_000
 
 
@@ -42,15 +40,6 @@ def patient_counts(codes: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
         flat = (draws + np.arange(stop - start)[:, None] * n_groups).ravel()
         counts[start:stop] = np.bincount(flat, minlength=(stop - start) * n_groups).reshape(-1, n_groups)
     return counts
-
-
-def iter_weights(counts: np.ndarray, codes: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
-    """Yield (replicate slice, float64 image weights (b, n)) in memory-bounded blocks."""
-    n_boot = counts.shape[0]
-    step = max(1, MAX_BLOCK // max(1, len(codes)))
-    for start in range(0, n_boot, step):
-        sl = slice(start, min(n_boot, start + step))
-        yield sl, counts[sl][:, codes].astype(np.float64)
 
 
 def bootstrap_indices(groups: np.ndarray | pd.Series | list, n_boot: int, seed: int = 0) -> list[np.ndarray]:

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from scipy.stats import norm, rankdata
+from sklearn.metrics import roc_auc_score
 
-from chestdx.evaluate.bootstrap import group_codes, iter_weights, patient_counts, percentile_ci
+from chestdx.evaluate.bootstrap import group_codes, patient_counts, percentile_ci
 from chestdx.evaluate.metrics import _binary, multilabel_core
-from chestdx.evaluate.ranking import weighted_auroc
+from chestdx.evaluate.ranking import ranking_replicates
 from chestdx.evaluate.tables import SplitArrays, split_arrays
 
 
@@ -21,7 +22,7 @@ def delong_test(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) -> dict:
     see ``paired_bootstrap_diff`` for that). ``diff`` = auc_b - auc_a.
     """
     y, p_a, known = _binary(y, p_a)
-    p_b = np.asarray(p_b, dtype=np.float64)[known]
+    p_b = _binary(y, p_b)[1][known]
     y, p_a = y[known], p_a[known]
     pos = y == 1
     m, n = int(pos.sum()), int((~pos).sum())
@@ -43,8 +44,14 @@ def delong_test(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) -> dict:
         p_value = float(2.0 * norm.sf(abs(zstat)))
     else:
         zstat, p_value = 0.0, 1.0 if diff == 0 else 0.0
-    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "diff": diff, "se": se,
-            "z": float(zstat), "p_value": p_value}
+    return {
+        "auc_a": float(aucs[0]),
+        "auc_b": float(aucs[1]),
+        "diff": diff,
+        "se": se,
+        "z": float(zstat),
+        "p_value": p_value,
+    }
 
 
 def paired_bootstrap_diff(
@@ -59,16 +66,19 @@ def paired_bootstrap_diff(
     """CI of AUROC(b) - AUROC(a) with both models scored on the same patient resamples."""
     y, p_a, known = _binary(y, p_a)
     codes = group_codes(groups, len(y))[known]
-    p_b = np.asarray(p_b, dtype=np.float64)[known]
+    p_b = _binary(y, p_b)[1][known]
     y, p_a = y[known], p_a[known]
     counts = patient_counts(codes, n_boot, seed)
-    diffs = np.full(n_boot, np.nan)
-    for sl, w in iter_weights(counts, codes):
-        diffs[sl] = weighted_auroc(y, p_b, w) - weighted_auroc(y, p_a, w)
-    ones = np.ones((1, len(y)))
-    auc_a, auc_b = float(weighted_auroc(y, p_a, ones)[0]), float(weighted_auroc(y, p_b, ones)[0])
-    return {"auc_a": auc_a, "auc_b": auc_b, "diff": auc_b - auc_a, "ci": percentile_ci(diffs, ci),
-            "n_boot": int(n_boot), "n_boot_skipped": int(np.isnan(diffs).sum())}
+    diffs = ranking_replicates(y, p_b, codes, counts)["auroc"] - ranking_replicates(y, p_a, codes, counts)["auroc"]
+    auc_a, auc_b = float(roc_auc_score(y, p_a)), float(roc_auc_score(y, p_b))
+    return {
+        "auc_a": auc_a,
+        "auc_b": auc_b,
+        "diff": auc_b - auc_a,
+        "ci": percentile_ci(diffs, ci),
+        "n_boot": int(n_boot),
+        "n_boot_skipped": int(np.isnan(diffs).sum()),
+    }
 
 
 def _examples(values: np.ndarray, k: int = 5) -> list:
@@ -126,8 +136,9 @@ def compare_predictions(
     ref_name, ref = next(iter(arrays.items()))
     codes = group_codes(ref.patient_id, len(ref.image_id))
     counts = patient_counts(codes, n_boot, seed)
-    runs = {name: multilabel_core(arr.y, arr.p, codes, counts, labels, min_pos, min_neg, ci)
-            for name, arr in arrays.items()}
+    runs = {
+        name: multilabel_core(arr.y, arr.p, codes, counts, labels, min_pos, min_neg, ci) for name, arr in arrays.items()
+    }
     ref_res, ref_reps = runs[ref_name]
     rows = []
     for j, lab in enumerate([*labels, "macro"]):
@@ -135,10 +146,20 @@ def compare_predictions(
         for name, (res, reps) in runs.items():
             r = res["macro"] if is_macro else res["labels"][lab]
             estimable = r["n_labels"] > 0 if is_macro else r["estimable"]
-            row = {"label": lab, "run": name, "estimable": estimable, "auroc": r["auroc"],
-                   "auroc_lo": (r["auroc_ci"] or [None, None])[0], "auroc_hi": (r["auroc_ci"] or [None, None])[1],
-                   "n_pos": None if is_macro else r["n_pos"], "n_neg": None if is_macro else r["n_neg"],
-                   "diff_vs_ref": None, "diff_lo": None, "diff_hi": None, "delong_p": None}
+            row = {
+                "label": lab,
+                "run": name,
+                "estimable": estimable,
+                "auroc": r["auroc"],
+                "auroc_lo": (r["auroc_ci"] or [None, None])[0],
+                "auroc_hi": (r["auroc_ci"] or [None, None])[1],
+                "n_pos": None if is_macro else r["n_pos"],
+                "n_neg": None if is_macro else r["n_neg"],
+                "diff_vs_ref": None,
+                "diff_lo": None,
+                "diff_hi": None,
+                "delong_p": None,
+            }
             if estimable and name != ref_name:
                 ref_r = ref_res["macro"] if is_macro else ref_res["labels"][lab]
                 row["diff_vs_ref"] = r["auroc"] - ref_r["auroc"]
@@ -153,6 +174,14 @@ def compare_predictions(
         table[col] = table[col].astype(float)
     for col in ("n_pos", "n_neg"):
         table[col] = table[col].astype("Int64")
-    table.attrs.update({"reference": ref_name, "split": split, "n_images": len(ref.image_id),
-                        "n_patients": int(counts.shape[1]), "n_boot": n_boot, "seed": seed})
+    table.attrs.update(
+        {
+            "reference": ref_name,
+            "split": split,
+            "n_images": len(ref.image_id),
+            "n_patients": int(counts.shape[1]),
+            "n_boot": n_boot,
+            "seed": seed,
+        }
+    )
     return table

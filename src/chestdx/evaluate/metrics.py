@@ -7,14 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from chestdx.evaluate.bootstrap import (
-    bootstrap_indices,
-    group_codes,
-    iter_weights,
-    patient_counts,
-    percentile_ci,
-)
-from chestdx.evaluate.ranking import weighted_auprc, weighted_auroc
+from chestdx.evaluate.bootstrap import bootstrap_indices, group_codes, patient_counts, percentile_ci
+from chestdx.evaluate.ranking import ranking_replicates
 
 __all__ = ["bootstrap_indices", "label_metrics", "multilabel_metrics"]
 
@@ -34,15 +28,6 @@ def _binary(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     if bad.any():
         raise ValueError(f"labels must be 0, 1 or NaN; found {np.unique(y[bad])[:5].tolist()}")
     return y, p, known
-
-
-def ranking_replicates(y: np.ndarray, p: np.ndarray, codes: np.ndarray, counts: np.ndarray) -> dict:
-    """AUROC and AUPRC per bootstrap replicate (NaN where a replicate misses a class); y has no NaN."""
-    out = {m: np.full(counts.shape[0], np.nan) for m in RANKING}
-    for sl, w in iter_weights(counts, codes):
-        out["auroc"][sl] = weighted_auroc(y, p, w)
-        out["auprc"][sl] = weighted_auprc(y, p, w)
-    return out
 
 
 def label_core(

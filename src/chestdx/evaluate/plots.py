@@ -132,7 +132,11 @@ def plot_pr_panels(y: np.ndarray, p: np.ndarray, labels: Sequence[str], results:
 
 
 def plot_reliability(
-    y: np.ndarray, p_before: np.ndarray, p_after: np.ndarray, path: str | Path, n_bins: int = 15,
+    y: np.ndarray,
+    p_before: np.ndarray,
+    p_after: np.ndarray,
+    path: str | Path,
+    n_bins: int = 15,
     temperature: float | None = None,
 ) -> Path:
     """Pooled reliability diagram before and after temperature scaling (equal-width bins)."""
@@ -158,8 +162,7 @@ def plot_compare(table: pd.DataFrame, path: str | Path) -> Path:
     """AUROC with CI per label per run, from ``compare_predictions``; n/a labels are not drawn."""
     labels = list(dict.fromkeys(table["label"]))
     runs = list(dict.fromkeys(table["run"]))
-    fig = Figure(figsize=(max(6, 0.6 * len(labels) * max(1, len(runs)) ** 0.5 + 2), 4.5), dpi=DPI,
-                 layout="constrained")
+    fig = Figure(figsize=(max(6, 0.6 * len(labels) * max(1, len(runs)) ** 0.5 + 2), 4.5), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(runs))
@@ -171,16 +174,19 @@ def plot_compare(table: pd.DataFrame, path: str | Path) -> Path:
         err = np.vstack([auc - np.where(np.isnan(lo), auc, lo), np.where(np.isnan(hi), auc, hi) - auc])
         ax.errorbar(x, auc, yerr=err, fmt="o", ms=4, capsize=2, label=run)
     est = table.groupby("label", sort=False)["estimable"].any()
-    ax.set_xticks(range(len(labels)), [lab if est[lab] else f"{lab}\n(n/a)" for lab in labels],
-                  rotation=45, ha="right", fontsize=8)
+    ax.set_xticks(
+        range(len(labels)),
+        [lab if est[lab] else f"{lab}\n(n/a)" for lab in labels],
+        rotation=45,
+        ha="right",
+        fontsize=8,
+    )
     ax.set(ylabel="AUROC [95% CI]", title=f"AUROC per label ({table.attrs.get('split', 'test')})")
     ax.legend(fontsize=8)
     return _save(fig, path, table)
 
 
-def plot_evaluation(
-    pred: pd.DataFrame, result: dict, out_dir: str | Path, test_split: str = "test"
-) -> dict[str, Path]:
+def plot_evaluation(pred: pd.DataFrame, result: dict, out_dir: str | Path, test_split: str = "test") -> dict[str, Path]:
     """The standard figures of ``evaluate_predictions`` output: roc, roc_overlay, pr, reliability."""
     labels = list(result["labels"])
     test = split_arrays(pred, labels, test_split)
@@ -190,6 +196,7 @@ def plot_evaluation(
         "roc": plot_roc_panels(test.y, test.p, labels, result["labels"], out / "roc.png"),
         "roc_overlay": plot_roc_overlay(test.y, test.p, labels, result["labels"], out / "roc_overlay.png"),
         "pr": plot_pr_panels(test.y, test.p, labels, result["labels"], out / "pr.png"),
-        "reliability": plot_reliability(test.y, test.p, apply_temperature(test.p, t), out / "reliability.png",
-                                        result["calibration"]["n_bins"], t),
+        "reliability": plot_reliability(
+            test.y, test.p, apply_temperature(test.p, t), out / "reliability.png", result["calibration"]["n_bins"], t
+        ),
     }

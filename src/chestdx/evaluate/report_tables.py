@@ -23,8 +23,9 @@ NOTE = (
 def _calibration(y: np.ndarray, p: np.ndarray, labels: Sequence[str], n_bins: int) -> dict:
     """Pooled ECE with reliability table, plus ECE per label."""
     pooled = expected_calibration_error(y, p, n_bins)
-    pooled["per_label"] = {lab: expected_calibration_error(y[:, j], p[:, j], n_bins)["ece"]
-                           for j, lab in enumerate(labels)}
+    pooled["per_label"] = {
+        lab: expected_calibration_error(y[:, j], p[:, j], n_bins)["ece"] for j, lab in enumerate(labels)
+    }
     return pooled
 
 
@@ -64,8 +65,9 @@ def evaluate_predictions(
     test = split_arrays(pred, labels, test_split)
 
     temperature = fit_temperature(val.y, val.p)
-    selected = select_thresholds(val.y, apply_temperature(val.p, temperature), labels,
-                                 threshold_method, target_sensitivity)
+    selected = select_thresholds(
+        val.y, apply_temperature(val.p, temperature), labels, threshold_method, target_sensitivity, min_pos=min_pos
+    )
     thresholds = {lab: row["threshold"] for lab, row in selected.items()}
 
     codes = group_codes(test.patient_id, len(test.image_id))

@@ -15,7 +15,7 @@ BASE_COLUMNS = ("image_id", "patient_id", "split")
 
 @dataclass(frozen=True)
 class SplitArrays:
-    """One split of a predictions table as arrays, rows sorted by image_id."""
+    """One split of a predictions table as arrays, rows sorted by str(image_id)."""
 
     image_id: np.ndarray
     patient_id: np.ndarray
@@ -25,7 +25,7 @@ class SplitArrays:
 
 def infer_labels(pred: pd.DataFrame) -> list[str]:
     """Labels that have both a truth column and a ``prob_`` column (NIH order first, then others)."""
-    found = [c[len("prob_"):] for c in pred.columns if c.startswith("prob_") and c[len("prob_"):] in pred]
+    found = [c[len("prob_") :] for c in pred.columns if c.startswith("prob_") and c[len("prob_") :] in pred]
     return [lab for lab in NIH_LABELS if lab in found] + [lab for lab in found if lab not in NIH_LABELS]
 
 
@@ -38,9 +38,11 @@ def check_table(pred: pd.DataFrame, labels: Sequence[str]) -> None:
 
 
 def split_arrays(pred: pd.DataFrame, labels: Sequence[str], split: str) -> SplitArrays:
-    """Rows of ``split`` as arrays sorted by image_id; raises on an empty split or duplicate ids."""
+    """Rows of ``split`` as arrays sorted by str(image_id); raises on an empty split or duplicate ids."""
     check_table(pred, labels)
-    part = pred[pred["split"] == split].sort_values("image_id", kind="mergesort")
+    part = pred[pred["split"] == split]
+    # sort on the text form so int and str ids (e.g. after a CSV round trip) align the same way
+    part = part.iloc[np.argsort(part["image_id"].astype(str).to_numpy(), kind="mergesort")]
     if part.empty:
         raise ValueError(f"predictions table has no rows with split == {split!r}")
     dup = part["image_id"][part["image_id"].duplicated()]

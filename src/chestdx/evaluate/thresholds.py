@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from chestdx.evaluate.bootstrap import group_codes, iter_weights, patient_counts, percentile_ci
+from chestdx.evaluate.bootstrap import group_codes, patient_counts, percentile_ci
 from chestdx.evaluate.metrics import _binary
 
 METHODS = ("youden", "sensitivity")
@@ -35,31 +35,44 @@ def select_thresholds(
     method: str = "youden",
     target_sensitivity: float = 0.9,
     fallback: float | None = 0.5,
+    min_pos: int = 5,
 ) -> dict[str, dict]:
     """Per label: threshold with method, validation sensitivity/specificity, and a fallback ``reason``.
 
     ``youden`` maximizes sensitivity + specificity - 1; ``sensitivity`` takes the highest threshold
     whose validation sensitivity is >= ``target_sensitivity``. Labels with no positive or no negative
-    validation image get ``fallback`` and a ``reason``. Use validation data only, never test data.
+    validation image get ``fallback`` and a ``reason``; fewer than ``min_pos`` positives sets a
+    ``warning``. Use validation data only, never test data.
     """
     if method not in METHODS:
         raise ValueError(f"unknown threshold method {method!r}; choose from {METHODS}")
-    y_val, p_val, known = _binary(np.atleast_2d(y_val), np.atleast_2d(p_val))
+    y_val, p_val = np.asarray(y_val, dtype=np.float64), np.asarray(p_val, dtype=np.float64)
+    if y_val.ndim == 1:  # one label given as a vector
+        y_val, p_val = y_val[:, None], p_val.reshape(-1, 1)
+    y_val, p_val, known = _binary(y_val, p_val)
     if y_val.shape[1] != len(labels):
         raise ValueError(f"y_val has {y_val.shape[1]} columns for {len(labels)} labels")
     out: dict[str, dict] = {}
     for j, lab in enumerate(labels):
         y, p = y_val[known[:, j], j], p_val[known[:, j], j]
         n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
-        row = {"threshold": fallback, "method": method, "reason": None, "n_pos": n_pos, "n_neg": n_neg,
-               "val_sensitivity": None, "val_specificity": None}
+        row = {
+            "threshold": fallback,
+            "method": method,
+            "reason": None,
+            "n_pos": n_pos,
+            "n_neg": n_neg,
+            "warning": None,
+            "val_sensitivity": None,
+            "val_specificity": None,
+        }
         if n_pos == 0 or n_neg == 0:
             row["method"] = "fallback"
             row["reason"] = f"validation has {n_pos} positive / {n_neg} negative images; using {fallback}"
         else:
-            row["threshold"], row["val_sensitivity"], row["val_specificity"] = _pick(
-                y, p, method, target_sensitivity
-            )
+            if n_pos < min_pos:
+                row["warning"] = f"only {n_pos} positive validation images: threshold is unreliable"
+            row["threshold"], row["val_sensitivity"], row["val_specificity"] = _pick(y, p, method, target_sensitivity)
         if method == "sensitivity":
             row["target_sensitivity"] = float(target_sensitivity)
         out[lab] = row
@@ -81,6 +94,7 @@ def choose_thresholds(
 
 def _rates(tp: np.ndarray, fp: np.ndarray, tn: np.ndarray, fn: np.ndarray) -> dict[str, np.ndarray]:
     """Sensitivity, specificity, PPV, NPV, F1 from (weighted) counts; NaN where undefined."""
+
     def div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.divide(a, b, out=np.full(np.shape(a), np.nan), where=b > 0)
 
@@ -107,11 +121,9 @@ def operating_point_core(
     cells = {"tp": pos & called, "fp": ~pos & called, "tn": ~pos & ~called, "fn": pos & ~called}
     res.update({k: int(v.sum()) for k, v in cells.items()})
     point = _rates(*(np.float64(res[k]) for k in ("tp", "fp", "tn", "fn")))
-    reps = {k: np.full(counts.shape[0], np.nan) for k in RATES}
-    for sl, w in iter_weights(counts, codes):
-        block = _rates(*(w @ cells[k].astype(np.float64) for k in ("tp", "fp", "tn", "fn")))
-        for k in RATES:
-            reps[k][sl] = block[k]
+    n_groups = counts.shape[1]
+    per_patient = {k: np.bincount(codes, weights=v.astype(np.float64), minlength=n_groups) for k, v in cells.items()}
+    reps = _rates(*(counts @ per_patient[k] for k in ("tp", "fp", "tn", "fn")))
     for k in RATES:
         value = float(point[k])
         res[k] = None if np.isnan(value) else value

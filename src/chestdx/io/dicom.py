@@ -4,7 +4,7 @@ MONOCHROME1 inversion."""
 from __future__ import annotations
 
 import io
-import warnings
+import logging
 
 import numpy as np
 import pydicom
@@ -17,15 +17,14 @@ from chestdx.io import limits
 from chestdx.io.errors import ImageReadError
 from chestdx.io.raster import LUMA
 
+log = logging.getLogger(__name__)
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 def read_dataset(data: bytes, name: str, force: bool = False, stop_before_pixels: bool = False) -> Dataset:
     """Parse DICOM bytes (``force`` for files without the 128-byte preamble + 'DICM')."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom warns on many harmless deviations from the standard
-            return pydicom.dcmread(io.BytesIO(data), force=force, stop_before_pixels=stop_before_pixels)
+        return pydicom.dcmread(io.BytesIO(data), force=force, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError as exc:
         raise ImageReadError(name, f"not a valid DICOM file ({exc})") from exc
     except Exception as exc:  # pydicom raises many types on garbage input
@@ -38,9 +37,7 @@ def decode_dicom(data: bytes, name: str, force: bool = False, max_pixels: int | 
     check_dataset(ds, name, forced=force, max_pixels=max_pixels)
     _ensure_transfer_syntax(ds)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            raw = ds.pixel_array
+        raw = ds.pixel_array
     except MemoryError as exc:
         raise ImageReadError(name, "not enough memory to decode the DICOM pixel data") from exc
     except Exception as exc:  # missing decoder plugin, bad length, ...
@@ -90,7 +87,11 @@ def to_gray01(raw: np.ndarray, ds: Dataset, name: str = "<dicom>") -> np.ndarray
         raise ImageReadError(name, f"unexpected DICOM pixel array shape {raw.shape}")
 
     values = apply_modality_lut(raw, ds)
-    out = _apply_voi(values, ds)
+    try:
+        out = _apply_voi(values, ds)
+    except (ValueError, NotImplementedError, AttributeError, IndexError, TypeError) as exc:
+        log.warning("%s: unusable VOI LUT / window (%s); using min-max instead", name, exc)
+        out = None
     if out is None:
         out = _minmax(values)
     if photometric == "MONOCHROME1":

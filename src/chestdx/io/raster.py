@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import io
 import struct
-import warnings
 import zlib
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin
+from PIL import Image, ImageFile, ImageOps
 
 from chestdx.io import limits
 from chestdx.io.errors import ImageReadError
@@ -17,9 +16,7 @@ from chestdx.io.sniff import PNG_SIGNATURE
 # ITU-R BT.601 luma weights (the ones Pillow's convert("L") uses), applied in float.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
-_FACTORIES = {"PNG": PngImagePlugin.PngImageFile, "JPEG": JpegImagePlugin.JpegImageFile}
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError,
-                  TypeError, KeyError)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, TypeError, KeyError)
 
 
 def decode_raster(data: bytes, name: str, fmt: str, max_pixels: int | None = None) -> np.ndarray:
@@ -28,7 +25,7 @@ def decode_raster(data: bytes, name: str, fmt: str, max_pixels: int | None = Non
         _check_png_structure(data, name)
     elif fmt == "JPEG":
         _check_jpeg_complete(data, name)
-    im = _open(data, name, fmt)
+    im = open_header(data, name, fmt)
     try:
         reason = limits.check_pixels(im.width, im.height, max_pixels)
         if reason:
@@ -36,10 +33,15 @@ def decode_raster(data: bytes, name: str, fmt: str, max_pixels: int | None = Non
         try:
             im.load()
             if fmt == "JPEG":
-                im = ImageOps.exif_transpose(im)
+                try:
+                    im = ImageOps.exif_transpose(im)
+                except _DECODE_ERRORS:  # unreadable orientation metadata: keep the pixels as stored
+                    pass
             return to_gray01(im)
         except ImageReadError:
             raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageReadError(name, f"refused by Pillow's decompression-bomb check: {exc}") from exc
         except _DECODE_ERRORS as exc:
             raise ImageReadError(name, f"corrupt or truncated {fmt} data ({exc})") from exc
         except MemoryError as exc:
@@ -48,20 +50,25 @@ def decode_raster(data: bytes, name: str, fmt: str, max_pixels: int | None = Non
         im.close()
 
 
-def _open(data: bytes, name: str, fmt: str) -> ImageFile.ImageFile:
-    """Open lazily (header only). PNG/JPEG skip Pillow's own bomb check: ours runs right after."""
-    fp = io.BytesIO(data)
+def open_header(data: bytes, name: str, fmt: str) -> ImageFile.ImageFile:
+    """Open lazily (header only) with the format's own Pillow class, bypassing ``Image.open``'s global
+    bomb check (no warnings filters touched, thread-safe): our own limit runs right after."""
+    factory = _factory(fmt)
+    if factory is None:
+        raise ImageReadError(name, f"this Pillow build has no {fmt} decoder")
     try:
-        factory = _FACTORIES.get(fmt)
-        if factory is not None:
-            return factory(fp, name)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(fp, formats=[fmt])
+        return factory(io.BytesIO(data), name)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageReadError(name, f"image too large for Pillow's decompression-bomb limit: {exc}") from exc
+        raise ImageReadError(name, f"refused by Pillow's decompression-bomb check: {exc}") from exc
     except _DECODE_ERRORS as exc:
         raise ImageReadError(name, f"invalid {fmt} header ({exc})") from exc
+
+
+def _factory(fmt: str):
+    if fmt not in Image.OPEN:
+        Image.init()
+    entry = Image.OPEN.get(fmt)
+    return entry[0] if entry else None
 
 
 def to_gray01(im: Image.Image) -> np.ndarray:

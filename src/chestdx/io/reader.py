@@ -12,7 +12,7 @@ import numpy as np
 from chestdx.io import limits
 from chestdx.io.dicom import check_dataset, decode_dicom, read_dataset
 from chestdx.io.errors import ImageReadError
-from chestdx.io.raster import _open, decode_raster
+from chestdx.io.raster import decode_raster, open_header
 from chestdx.io.sniff import describe_unknown, sniff_format
 
 PathType = str | PathLike[str]
@@ -25,6 +25,8 @@ def read_image(path: PathType, *, max_pixels: int | None = None) -> np.ndarray:
 
 def decode_image_bytes(data: bytes, name: str, *, max_pixels: int | None = None) -> np.ndarray:
     """Decode an image held in memory (no disk access); ``name`` is used in messages and as a hint."""
+    if not isinstance(data, bytes):
+        data = bytes(data)  # bytearray / memoryview from web frameworks
     fmt = _format_or_raise(data, name)
     if fmt in ("DICOM", "DICOM-RAW"):
         return decode_dicom(data, name, force=fmt == "DICOM-RAW", max_pixels=max_pixels)
@@ -49,7 +51,7 @@ def probe_image(path: PathType) -> ImageInfo:
         ds = read_dataset(data, name, force=fmt == "DICOM-RAW")
         check_dataset(ds, name, forced=fmt == "DICOM-RAW", max_pixels=2**62)
         return ImageInfo("DICOM", int(ds.Columns), int(ds.Rows))
-    im = _open(data, name, fmt)
+    im = open_header(data, name, fmt)
     try:
         return ImageInfo(fmt, im.width, im.height)
     finally:

@@ -19,6 +19,7 @@ class ModelEntry:
 
     build: Callable[..., ChestModel]
     freeze_for: Callable[[ChestModel], dict[str, tuple[str, ...]]]
+    points: tuple[str, ...]
     summary: str
 
 
@@ -28,16 +29,17 @@ def _static(points: dict[str, tuple[str, ...]]) -> Callable[[ChestModel], dict[s
 
 MODELS: dict[str, ModelEntry] = {
     "densenet121": ModelEntry(densenet.build_densenet121, _static(densenet.FREEZE_POINTS),
-                              "MONAI DenseNet-121, torchvision ImageNet weights"),
+                              tuple(densenet.FREEZE_POINTS), "MONAI DenseNet-121, torchvision ImageNet weights"),
     "vit_b16": ModelEntry(vit.build_vit_b16, lambda m: vit.freeze_points_for(m.backbone.cfg.num_layers),
-                          "MONAI ViT-B/16, torchvision ImageNet weights"),
+                          tuple(vit.FREEZE_POINTS), "MONAI ViT-B/16, torchvision ImageNet weights"),
     **{name: ModelEntry(partial(efficientnet.build_efficientnet_lite, name),
                         lambda m: efficientnet.freeze_points_for(m.backbone.net),
-                        "EfficientNet-Lite" + name[-1] + (", ImageNet weights shipped offline"
-                                                          if name.endswith("0") else ", no shipped weights"))
+                        ("none", "seed", "all-but-head"),
+                        f"EfficientNet-{name[-5:]}" + (", ImageNet weights shipped offline"
+                                                      if name.endswith("0") else ", no shipped weights"))
        for name in efficientnet.VARIANTS},
     "simple_cnn": ModelEntry(simple_cnn.build_simple_cnn, _static(simple_cnn.FREEZE_POINTS),
-                             "tiny 4-conv CNN for tests and demos"),
+                             tuple(simple_cnn.FREEZE_POINTS), "tiny 4-conv CNN for tests and demos"),
 }
 
 
@@ -55,14 +57,7 @@ def _entry(name: str) -> ModelEntry:
 
 def freeze_points(name: str) -> list[str]:
     """Valid ``freeze`` values for architecture ``name``."""
-    entry = _entry(name)
-    if name in densenet.FREEZE_POINTS or entry.build is densenet.build_densenet121:
-        return list(densenet.FREEZE_POINTS)
-    if entry.build is vit.build_vit_b16:
-        return list(vit.FREEZE_POINTS)
-    if entry.build is simple_cnn.build_simple_cnn:
-        return list(simple_cnn.FREEZE_POINTS)
-    return ["none", "seed", "all-but-head"]
+    return list(_entry(name).points)
 
 
 def build_model(name: str, num_labels: int, pretrained: str | None = None, freeze: str = "none",
