@@ -37,7 +37,7 @@ class CXRDataset(Dataset):
     """Items ``(x, y, meta)``: x float32 (1,S,S) in [0,1], y float32 (L,) with NaN = unknown, meta (M,).
 
     Normalization to the model's mean/std and 1->3 channels happens once, batch-wise, in
-    ``chestdx.models.Normalize`` so train, validation, test and inference share it.
+    ``chestdx.data.normalize.Normalize`` so train, validation, test and inference share it.
     """
 
     def __init__(self, pixels: np.ndarray, slots: np.ndarray, labels: np.ndarray,

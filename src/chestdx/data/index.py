@@ -53,7 +53,8 @@ def finalize_index(df: pd.DataFrame, source: str) -> pd.DataFrame:
     for col in ("sex", "view"):
         if col not in out.columns:
             out[col] = pd.Series(pd.NA, index=out.index, dtype="object")
-    out["source"] = source
+    if "source" not in out.columns or out["source"].isna().all():
+        out["source"] = source
     out["image_id"] = out["image_id"].astype(str)
     out["patient_id"] = out["patient_id"].astype(str)
     out["path"] = out["path"].astype(str)

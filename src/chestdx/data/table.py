@@ -90,6 +90,8 @@ def read_table_dataset(csv_path: str | Path, image_root: str | Path | None = Non
     scol = _first(raw, SEX_COLUMNS)
     if scol is not None:
         out["sex"] = _sex(raw[scol])
+    if "source" in raw.columns:  # e.g. "phantom-synthetic": keep the dataset's own provenance
+        out["source"] = raw["source"].astype(str)
     exists = out["path"].map(os.path.isfile)
     report.n_missing = int((~exists).sum())
     report.missing_examples = out.loc[~exists, "image_id"].head(5).tolist()

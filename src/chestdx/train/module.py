@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import lightning as L
 import numpy as np
 import torch
@@ -37,15 +35,11 @@ class ChestModule(L.LightningModule):
         self.sched_cfg = dict(scheduler)
         self.label_names = list(label_names)
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._epoch_start = 0.0
-        self._train_images = 0
 
     def forward(self, x01: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(self.norm(x01), meta if meta is not None and meta.shape[-1] else None)
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_start = time.perf_counter()
-        self._train_images = 0
         loader = self.trainer.train_dataloader
         dataset = getattr(loader, "dataset", None)
         if hasattr(dataset, "set_epoch"):
@@ -54,14 +48,9 @@ class ChestModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y, meta = batch
         loss = self.loss_fn(self(x, meta), y)
-        self._train_images += x.shape[0]
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0],
                  sync_dist=True)
         return loss
-
-    def on_train_epoch_end(self) -> None:
-        elapsed = max(time.perf_counter() - self._epoch_start, 1e-9)
-        self.log("train_img_per_s", self._train_images / elapsed * self.trainer.world_size, sync_dist=False)
 
     def validation_step(self, batch, batch_idx):
         x, y, meta = batch
