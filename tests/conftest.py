@@ -38,3 +38,20 @@ def nih_fullres() -> Path:
 @pytest.fixture(scope="session")
 def kermany() -> Path:
     return _require("kermany")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A small trained + evaluated run dir (simple_cnn on the synthetic phantom set, 64 px, 2 epochs).
+
+    Shared by the tests of evaluate/explain/serve/report; treat it as read-only (copy it to modify).
+    """
+    from chestdx.evaluate.run import evaluate_run
+    from chestdx.train.config import load_config
+    from chestdx.train.fit import fit
+
+    root = tmp_path_factory.mktemp("tiny")
+    config = load_config("demo", ["image_size=64", "epochs=2", "progress=false", f"cache_root={root / 'cache'}"])
+    run = fit(config, root / "run")
+    evaluate_run(run, n_boot=100, show_progress=False)
+    return run

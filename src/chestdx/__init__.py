@@ -10,7 +10,7 @@ __all__ = ["NIH_LABELS", "__version__", "load"]
 
 
 def load(run_dir, device: str = "cpu"):
-    """Load a run directory as a :class:`chestdx.serve.predictor.Predictor`."""
-    from chestdx.serve.predictor import Predictor
+    """Load a run directory as a :class:`chestdx.inference.Predictor`."""
+    from chestdx.inference import Predictor
 
     return Predictor.from_run(run_dir, device=device)

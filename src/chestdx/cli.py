@@ -161,5 +161,22 @@ def eda(split_csv: Path = typer.Argument(..., help="Index or split CSV."),
     console.print(f"{summary['n_images']} images, {summary['n_patients']} patients -> {out}/")
 
 
+def _register_extensions() -> None:
+    """Commands defined in their own modules (each has ``register(app)``)."""
+    import importlib
+
+    for name in ("chestdx.cli_train", "chestdx.cli_serve", "chestdx.cli_report"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+            continue
+        module.register(app)
+
+
+_register_extensions()
+
+
 def main() -> None:  # pragma: no cover
     app(sys.argv[1:])

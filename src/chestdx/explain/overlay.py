@@ -22,7 +22,7 @@ __all__ = ["OverlayItem", "format_caption", "overlay_png", "save_gallery"]
 
 @dataclass
 class OverlayItem:
-    """One gallery panel: gray image in [0, 1], optional heatmap in [0, 1], caption, optional (x, y, w, h) box."""
+    """One panel: gray image in [0, 1] (uint8 scaled), heatmap in [0, 1] or None, caption, (x, y, w, h) box or None."""
 
     image: np.ndarray
     heatmap: np.ndarray | None
@@ -37,7 +37,8 @@ def format_caption(label: str, prob: float | None = None, method: str | None = N
 
 
 def _draw(ax: Axes, item: OverlayItem, alpha: float, cmap: str) -> None:
-    img = np.asarray(item.image, dtype=np.float32)
+    raw = np.asarray(item.image)
+    img = raw.astype(np.float32) / (255.0 if raw.dtype == np.uint8 else 1.0)
     if img.ndim == 3:  # (H, W, C) or (C, H, W) -> gray
         img = img.mean(axis=0 if img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3) else -1)
     H, W = img.shape

@@ -162,10 +162,10 @@ def saliency_maps(
     device = next(iter(model.parameters()), torch.empty(0)).device
     with torch.inference_mode(False):
         xt = _as_float(x, device)
+        if xt.ndim != 4:
+            raise ValueError(f"x must be (B, C, H, W), got {tuple(xt.shape)}")
         mt = None if meta is None else _as_float(meta, device)
         idx = _class_tensor(class_indices, len(xt)).to(device)
-    if xt.ndim != 4:
-        raise ValueError(f"x must be (B, C, H, W), got {tuple(xt.shape)}")
     b = xt.shape[0]
     if mt is not None and mt.shape[0] != b:
         raise ValueError(f"meta has {mt.shape[0]} rows for {b} images")

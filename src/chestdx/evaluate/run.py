@@ -1,0 +1,81 @@
+"""Evaluate a run dir: predictions for val + test, metrics with CIs, plots, thresholds/temperature saved."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from chestdx.data.index import read_table
+from chestdx.data.pipeline import cache_table
+from chestdx.data.readers import build_index
+from chestdx.evaluate.plots import plot_evaluation
+from chestdx.evaluate.report_tables import evaluate_predictions
+from chestdx.inference import Predictor
+from chestdx.labels import label_column
+from chestdx.train.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def relocate(table: pd.DataFrame, data_dir: str | Path) -> pd.DataFrame:
+    """Point a saved split at a dataset's new location (matched by image_id)."""
+    new = build_index(data_dir).set_index("image_id")["path"]
+    missing = ~table["image_id"].isin(new.index)
+    if missing.any():
+        raise FileNotFoundError(f"{data_dir}: {int(missing.sum())} images of the split are not there "
+                                f"(e.g. {table.loc[missing, 'image_id'].iloc[0]})")
+    out = table.copy()
+    out["path"] = out["image_id"].map(new)
+    return out
+
+
+def predict_table(predictor: Predictor, table: pd.DataFrame, cache_root: str | Path | None = None,
+                  show_progress: bool = True) -> pd.DataFrame:
+    """Predictions table (contracts.md): ids, split, true labels, raw ``prob_<Label>`` per image."""
+    from chestdx.models import encode_metadata
+
+    cache, table, report = cache_table(table, predictor.input_size, cache_root, show_progress=show_progress)
+    for path, reason in report.failures:
+        log.warning("not evaluated: %s", reason or path)
+    pixels = cache.pixels[cache.slots(table["path"].tolist())]
+    meta = encode_metadata(table, predictor.metadata) if predictor.metadata else None
+    probs = predictor.probabilities(np.asarray(pixels), meta)
+    out = table[["image_id", "patient_id", "split"]].reset_index(drop=True).copy()
+    for j, label in enumerate(predictor.labels):
+        out[label] = table[label].to_numpy() if label in table.columns else np.nan
+        out[label_column(label)] = probs[:, j]
+    return out
+
+
+def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str = "test", n_boot: int = 1000,
+                 threshold_method: str = "youden", target_sensitivity: float = 0.9, seed: int = 0,
+                 show_progress: bool = True) -> dict[str, Any]:
+    """Write predictions.csv, metrics.json and plots/ into ``run_dir``; store val-chosen thresholds + temperature."""
+    run = Path(run_dir)
+    payload = read_checkpoint(run)
+    predictor = Predictor(payload)
+    table = read_table(run / "split.csv")
+    if data is not None:
+        table = relocate(table, data)
+    table = table[table["split"].isin(["val", split])]
+    cache_root = (payload.get("config") or {}).get("cache_root")
+    pred = predict_table(predictor, table, cache_root, show_progress)
+    pred.to_csv(run / "predictions.csv", index=False)
+    result = evaluate_predictions(pred, predictor.labels, val_split="val", test_split=split,
+                                  threshold_method=threshold_method, target_sensitivity=target_sensitivity,
+                                  n_boot=n_boot, seed=seed)
+    result["run"] = {"run_dir": str(run), "arch": payload["arch"], "split_evaluated": split,
+                     "config_name": (payload.get("config") or {}).get("name")}
+    plots = plot_evaluation(pred, result, run / "plots", test_split=split)
+    result["plots"] = {k: str(Path(v).relative_to(run)) for k, v in plots.items()}
+    (run / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+    payload["thresholds"] = result["thresholds"]
+    payload["temperature"] = result["temperature"]
+    payload["threshold_method"] = threshold_method
+    write_checkpoint(run / CHECKPOINT_NAME, payload)
+    return result

@@ -1,0 +1,1 @@
+"""Serving: the Predictor (run dir -> probabilities, findings, heatmaps), the web app, ONNX export."""
