@@ -62,6 +62,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     table = read_table(run / "split.csv")
     if data is not None:
         table = relocate(table, data)
+    full_table = table
     table = table[table["split"].isin(["val", split])]
     cache_root = (payload.get("config") or {}).get("cache_root")
     pred = predict_table(predictor, table, cache_root, show_progress)
@@ -77,5 +78,46 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     payload["thresholds"] = result["thresholds"]
     payload["temperature"] = result["temperature"]
     payload["threshold_method"] = threshold_method
+    payload["ood"] = _fit_ood(predictor, full_table, cache_root, seed, show_progress)
     write_checkpoint(run / CHECKPOINT_NAME, payload)
     return result
+
+
+def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, split: str = "test", n_boot: int = 1000,
+                 seed: int = 0) -> pd.DataFrame:
+    """``compare_predictions`` over evaluated run dirs; writes compare.csv/.json and compare.png."""
+    from chestdx.evaluate.compare import compare_predictions
+    from chestdx.evaluate.plots import plot_compare
+
+    if len(run_dirs) < 2:
+        raise ValueError("compare needs at least two run dirs")
+    tables, labels = {}, None
+    for run in map(Path, run_dirs):
+        if not (run / "predictions.csv").is_file():
+            raise ValueError(f"{run}: no predictions.csv (run `chestdx evaluate {run}` first)")
+        pred = pd.read_csv(run / "predictions.csv", dtype={"image_id": str, "patient_id": str})
+        run_labels = [c[len("prob_"):] for c in pred.columns if c.startswith("prob_")]
+        labels = run_labels if labels is None else [lb for lb in labels if lb in run_labels]
+        name = run.name if run.name not in tables else str(run)
+        tables[name] = pred
+    if not labels:
+        raise ValueError("the runs share no label")
+    table = compare_predictions(tables, labels, split=split, n_boot=n_boot, seed=seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "compare.csv", index=False)
+    (out / "compare.json").write_text(table.to_json(orient="records", indent=2))
+    plot_compare(table, out / "compare.png")
+    return table
+
+
+def _fit_ood(predictor: Predictor, table: pd.DataFrame, cache_root: str | Path | None, seed: int,
+             show_progress: bool) -> dict[str, Any] | None:
+    """OOD gate statistics (train-split features, val-split threshold); None, with a warning, if it cannot fit."""
+    from chestdx.serve.ood_fit import fit_run_ood, ood_payload  # the gate lives with serving
+
+    try:
+        return ood_payload(fit_run_ood(predictor, table, cache_root, seed=seed, show_progress=show_progress))
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        log.warning("OOD gate not fitted: %s", err)
+        return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,8 @@ import numpy as np
 import torch
 
 from chestdx.data.transforms import to_uint8_square
-from chestdx.io import ImageReadError, read_image
+from chestdx.io import ImageReadError, decode_image_bytes
+from chestdx.io.reader import read_bytes
 from chestdx.models.inference import InferenceNet
 from chestdx.train.checkpoint import model_from_checkpoint, read_checkpoint
 
@@ -33,11 +35,18 @@ class Prediction:
     findings: list[str] = field(default_factory=list)  # labels with probability >= threshold
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # label -> (S,S) in [0,1]
     error: str | None = None
+    # out-of-distribution gate (chestdx.serve.ood): score > 1 or an image-statistics reason -> flag
+    ood_score: float | None = None  # None when the run has no fitted OOD statistics
+    ood_flag: bool = False
+    ood_reasons: list[str] = field(default_factory=list)
+    warning: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "probabilities": self.probabilities,
                 "raw_probabilities": self.raw_probabilities, "thresholds": self.thresholds,
-                "findings": self.findings, "error": self.error, "note": DISCLAIMER}
+                "findings": self.findings, "error": self.error, "ood_score": self.ood_score,
+                "ood_flag": self.ood_flag, "ood_reasons": self.ood_reasons, "warning": self.warning,
+                "note": DISCLAIMER}
 
 
 class Predictor:
@@ -53,6 +62,14 @@ class Predictor:
         self.net = InferenceNet(model_from_checkpoint(payload)).to(self.device).eval()
         self.metadata = tuple(payload.get("metadata") or ())
         self.arch = payload["arch"]
+        self.ood = _ood_stats(payload.get("ood"))
+        # One lock around every use of the model: saliency hooks live on the shared modules, so a Grad-CAM
+        # in one thread must not see another thread's forward pass (web server threads).
+        self._lock = threading.RLock()
+        self._tls = threading.local()  # per-thread list collecting pooled backbone features
+        backbone = getattr(self.net.model, "backbone", None)
+        if backbone is not None:
+            backbone.register_forward_hook(self._capture_features)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Predictor:
@@ -67,14 +84,38 @@ class Predictor:
         return torch.from_numpy(np.asarray(batch_u8, dtype=np.float32) / 255.0)[:, None].to(self.device)
 
     # -- inference -------------------------------------------------------------------------------------
+    def _capture_features(self, _module: torch.nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+        sink = getattr(self._tls, "features", None)
+        if sink is not None:
+            sink.append(out.detach().float().cpu())
+
     @torch.no_grad()
+    def forward(self, batch_u8: np.ndarray, meta: np.ndarray | None = None,
+                batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B,S,S) uint8 -> (logits (B,L), pooled backbone features (B,F) or None) in one pass."""
+        out, feats = [], []
+        with self._lock:
+            self._tls.features = feats
+            try:
+                for i in range(0, len(batch_u8), batch_size):
+                    m = None if meta is None else torch.from_numpy(np.asarray(meta[i:i + batch_size], np.float32))
+                    out.append(self.net(self._tensor(batch_u8[i:i + batch_size]), m).float().cpu().numpy())
+            finally:
+                self._tls.features = None
+        z = np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+        f = torch.cat(feats).numpy() if feats and len(feats) == len(out) else None
+        return z, f
+
     def logits(self, batch_u8: np.ndarray, meta: np.ndarray | None = None, batch_size: int = 32) -> np.ndarray:
         """(B,S,S) uint8 -> logits (B,L)."""
-        out = []
-        for i in range(0, len(batch_u8), batch_size):
-            m = None if meta is None else torch.from_numpy(np.asarray(meta[i:i + batch_size], np.float32))
-            out.append(self.net(self._tensor(batch_u8[i:i + batch_size]), m).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+        return self.forward(batch_u8, meta, batch_size)[0]
+
+    def features(self, batch_u8: np.ndarray, meta: np.ndarray | None = None, batch_size: int = 32) -> np.ndarray:
+        """(B,S,S) uint8 -> pooled backbone features (B,F) (what the OOD gate measures)."""
+        f = self.forward(batch_u8, meta, batch_size)[1]
+        if f is None:
+            raise RuntimeError(f"{self.arch}: no pooled backbone features (model has no .backbone)")
+        return f
 
     def probabilities(self, batch_u8: np.ndarray, meta: np.ndarray | None = None,
                       calibrated: bool = False) -> np.ndarray:
@@ -87,8 +128,10 @@ class Predictor:
         """Saliency maps (B,S,S) in [0,1] w.r.t. the input pixels."""
         from chestdx.explain import saliency_maps
 
-        return saliency_maps(self.net, self._tensor(batch_u8), list(class_indices), method=method,
-                             meta=None if meta is None else torch.from_numpy(np.asarray(meta, np.float32)), **kwargs)
+        with self._lock:
+            return saliency_maps(self.net, self._tensor(batch_u8), list(class_indices), method=method,
+                                 meta=None if meta is None else torch.from_numpy(np.asarray(meta, np.float32)),
+                                 **kwargs)
 
     def predict(self, images: Sequence[str | Path | np.ndarray], batch_size: int = 16,
                 heatmaps: bool | Sequence[str] = False, method: str = "gradcam",
@@ -105,7 +148,7 @@ class Predictor:
                 name = str(item) if not isinstance(item, np.ndarray) else f"array[{start + j}]"
                 pred = Prediction(source=name)
                 try:
-                    img = item if isinstance(item, np.ndarray) else read_image(item)
+                    img, pred.ood_reasons = self._load(item)
                     pixels.append(self.preprocess(img))
                     rows.append(start + j)
                 except (ImageReadError, OSError, ValueError) as err:
@@ -118,9 +161,34 @@ class Predictor:
             results.extend(preds)
         return results
 
+    @staticmethod
+    def _load(item: str | Path | np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Decode a file (or take an array) -> ([0,1] image, OOD image-statistics reasons)."""
+        from chestdx.serve.ood import colour_spread, image_checks
+
+        if isinstance(item, np.ndarray):
+            return item, image_checks(item)
+        data = read_bytes(item)
+        img = decode_image_bytes(data, str(item))
+        return img, image_checks(img, colour_spread(data))
+
+    def predict_bytes(self, data: bytes, name: str = "upload", heatmaps: bool | Sequence[str] = False,
+                      method: str = "gradcam") -> tuple[Prediction, np.ndarray]:
+        """Decode in-memory bytes (no disk) and predict; returns (prediction, decoded [0,1] image).
+
+        Raises :class:`ImageReadError` for undecodable data (the web app maps it to an HTTP status).
+        """
+        from chestdx.serve.ood import colour_spread, image_checks
+
+        img = decode_image_bytes(data, name)
+        pred = Prediction(source=name, ood_reasons=image_checks(img, colour_spread(data)))
+        self._fill([pred], [0], self.preprocess(img)[None], None, heatmaps, method)
+        return pred, img
+
     def _fill(self, preds: list[Prediction], idx: list[int], batch: np.ndarray, meta: np.ndarray | None,
               heatmaps: bool | Sequence[str], method: str) -> None:
-        z = self.logits(batch, meta)
+        z, feats = self.forward(batch, meta)
+        ood = self._ood_scores(feats)
         raw = 1.0 / (1.0 + np.exp(-z))
         cal = 1.0 / (1.0 + np.exp(-z / self.temperature))
         wanted: list[tuple[int, int]] = []  # (row in batch, label index)
@@ -131,6 +199,7 @@ class Predictor:
             p.thresholds = {lb: self.thresholds.get(lb) for lb in self.labels}
             p.findings = [lb for lb in self.labels if p.thresholds[lb] is not None
                           and p.probabilities[lb] >= p.thresholds[lb]]
+            self._gate(p, None if ood is None else float(ood[row]))
             if heatmaps is True:
                 names = p.findings or [max(p.probabilities, key=p.probabilities.get)]
             else:
@@ -143,10 +212,34 @@ class Predictor:
             for (row, c), hm in zip(wanted, maps, strict=True):
                 preds[idx[row]].heatmaps[self.labels[c]] = hm
 
+    def _ood_scores(self, feats: np.ndarray | None) -> np.ndarray | None:
+        if self.ood is None or feats is None:
+            return None
+        from chestdx.serve.ood import mahalanobis_sq, scores
+
+        return scores(mahalanobis_sq(feats, self.ood), self.ood)
+
+    @staticmethod
+    def _gate(p: Prediction, score: float | None) -> None:
+        from chestdx.serve.ood import assess
+
+        res = assess(score, p.ood_reasons)
+        p.ood_score, p.ood_flag, p.ood_reasons, p.warning = res.score, res.flag, res.reasons, res.warning
+
     def describe(self) -> dict[str, Any]:
         """Model facts for the API and the report."""
         return {"arch": self.arch, "labels": self.labels, "input_size": self.input_size,
                 "temperature": self.temperature, "thresholds": self.thresholds, "metadata": list(self.metadata),
                 "calibrated": self.payload.get("temperature") is not None,
-                "thresholds_from": "validation split" if self.thresholds else None, "note": DISCLAIMER}
+                "thresholds_from": "validation split" if self.thresholds else None,
+                "ood": None if self.ood is None else self.ood.to_dict(arrays=False), "note": DISCLAIMER}
+
+
+def _ood_stats(d: dict[str, Any] | None) -> Any:
+    """The checkpoint's fitted OOD statistics (``chestdx.serve.ood.OODStats``) or None."""
+    if not d:
+        return None
+    from chestdx.serve.ood import OODStats
+
+    return OODStats.from_dict({k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in d.items()})
 

@@ -69,7 +69,13 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ValueError(f"override {item!r} is not key=value")
     key, raw = item.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key.strip().split("."), value
 
 
 def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -1,0 +1,102 @@
+"""Training benchmarks.
+
+  python bench/bench_train.py ratio ARCH   # full training loop (cache + augmentation + Lightning) vs model-only
+  python bench/bench_train.py rss DATASET  # peak memory of one training epoch (nih-sample | kermany)
+
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from common import data_root, memory_status, peak_rss_mib
+
+
+class _Clock(Callback):
+    """Wall time of training batches after ``warmup`` batches (excludes setup and validation)."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.end, self.images = warmup, None, None, 0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if batch_idx >= self.warmup:
+            self.images += batch[0].shape[0]
+            self.end = time.perf_counter()
+
+
+def _setup(dataset: str, arch: str, size: int, batch: int):
+    from chestdx.train.config import load_config
+    from chestdx.train.data_setup import prepare_data
+    from chestdx.train.fit import build_module
+
+    cfg = load_config("default", [f"data={data_root() / dataset}", f"model.arch={arch}", f"image_size={size}",
+                                  f"batch_size={batch}", "progress=false", "model.pretrained=null",
+                                  "model.freeze=none"])
+    data = prepare_data(cfg, show_progress=False)
+    return cfg, data, build_module(cfg, data)
+
+
+def bench_ratio(arch: str, size: int = 224, batch: int = 16, steps: int = 8) -> dict:
+    """img/s of the real training loop divided by img/s of the model alone on an in-memory batch."""
+    cfg, data, module = _setup("nih-sample", arch, size, batch)
+    ds = data.dataset("train", cfg, augment=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True)
+    x, y, meta = next(iter(loader))
+    opt = module.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    module.train()
+
+    def step():
+        opt.zero_grad()
+        module.loss_fn(module(x, meta), y).backward()
+        opt.step()
+
+    step()  # warmup
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    model_only = steps * batch / (time.perf_counter() - t)
+
+    clock = _Clock(warmup=1)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=steps + 1, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[clock], accelerator="cpu", devices=1)
+    trainer.fit(module, loader)
+    full = clock.images / (clock.end - clock.start)
+    return {"arch": arch, "size": size, "batch": batch, "steps": steps, "model_only_img_per_s": model_only,
+            "training_loop_img_per_s": full, "ratio": full / model_only}
+
+
+def bench_rss(dataset: str, size: int = 224, batch: int = 32) -> dict:
+    """Peak memory over a full training epoch (simple_cnn: the loader, not the model, is measured)."""
+    cfg, data, module = _setup(dataset, "simple_cnn", size, batch)
+    before = memory_status()
+    loader = torch.utils.data.DataLoader(data.dataset("train", cfg, augment=True), batch_size=batch, shuffle=True)
+    trainer = L.Trainer(max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+    t = time.perf_counter()
+    trainer.fit(module, loader)
+    after = memory_status()
+    n = len(loader.dataset)
+    return {"dataset": dataset, "train_images": n, "size": size, "epoch_s": time.perf_counter() - t,
+            "cache_mib": float(np.prod(data.cache.pixels.shape)) / 2**20, "rss_anon_before_mib": before["RssAnon"],
+            "rss_anon_after_mib": after["RssAnon"], "rss_file_after_mib": after["RssFile"],
+            "peak_rss_mib": peak_rss_mib()}
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    kind, arg = sys.argv[1], sys.argv[2]
+    print(json.dumps(bench_ratio(arg) if kind == "ratio" else bench_rss(arg)))

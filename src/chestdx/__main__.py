@@ -1,0 +1,5 @@
+"""``python -m chestdx`` = the ``chestdx`` command."""
+
+from chestdx.cli import app
+
+app(prog_name="chestdx")

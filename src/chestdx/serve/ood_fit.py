@@ -1,0 +1,68 @@
+"""Fit the OOD gate's feature statistics for a run: training-split features (from the pixel cache) and the
+validation split's distances for the threshold. Called by ``evaluate_run``; usable on older run dirs too."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from chestdx.data.pipeline import cache_table
+from chestdx.inference import Predictor
+from chestdx.serve.ood import OODStats, fit_stats
+
+log = logging.getLogger(__name__)
+
+
+def split_features(predictor: Predictor, table: pd.DataFrame, split: str, cache_root: str | Path | None,
+                   max_images: int | None = None, seed: int = 0, show_progress: bool = False) -> np.ndarray:
+    """Pooled features (N, F) of (a seeded random subset of) one split's images, read through the cache."""
+    rows = table[table["split"] == split]
+    if max_images is not None and len(rows) > max_images:
+        rows = rows.sample(n=max_images, random_state=seed)
+    if rows.empty:
+        return np.zeros((0, 0), np.float32)
+    cache, rows, _ = cache_table(rows, predictor.input_size, cache_root, show_progress=show_progress)
+    pixels = np.asarray(cache.pixels[cache.slots(rows["path"].tolist())])
+    return predictor.features(pixels)
+
+
+def fit_run_ood(predictor: Predictor, table: pd.DataFrame, cache_root: str | Path | None = None,
+                max_train: int = 3000, quantile: float = 0.99, seed: int = 0,
+                show_progress: bool = False) -> OODStats:
+    """Fit mean + shrinkage covariance on (up to ``max_train``) TRAIN images, threshold on VAL images."""
+    train = split_features(predictor, table, "train", cache_root, max_train, seed, show_progress)
+    if len(train) < 2:
+        raise ValueError("OOD gate: fewer than 2 readable training images")
+    val = split_features(predictor, table, "val", cache_root, None, seed, show_progress)
+    stats = fit_stats(train, val if len(val) else np.zeros((0, train.shape[1])), quantile=quantile)
+    log.info("OOD gate fitted on %d train images (F=%d, shrinkage %.3f); threshold d2=%.1f at the %g quantile "
+             "of %d val images", stats.n_train, train.shape[1], stats.shrinkage or 0.0, stats.threshold,
+             quantile, stats.n_val)
+    return stats
+
+
+def ood_payload(stats: OODStats) -> dict[str, Any]:
+    """The checkpoint's ``ood`` entry (arrays as float32 numpy)."""
+    return stats.to_dict(arrays=True)
+
+
+def add_ood_to_run(run_dir: str | Path, data: str | Path | None = None, **kwargs: Any) -> OODStats:
+    """Fit the gate for an existing run dir (e.g. evaluated before the gate existed) and save it in model.pt."""
+    from chestdx.data.index import read_table
+    from chestdx.train.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
+
+    run = Path(run_dir)
+    payload = read_checkpoint(run)
+    table = read_table(run / "split.csv")
+    if data is not None:
+        from chestdx.evaluate.run import relocate
+
+        table = relocate(table, data)
+    stats = fit_run_ood(Predictor(payload), table, (payload.get("config") or {}).get("cache_root"), **kwargs)
+    payload["ood"] = ood_payload(stats)
+    write_checkpoint(run / CHECKPOINT_NAME, payload)
+    return stats

@@ -1,0 +1,145 @@
+"""Training: presets, run dir contents, determinism, metadata fusion, DDP (2 CPU processes), resume after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from chestdx.train.checkpoint import read_checkpoint
+from chestdx.train.config import load_config
+from chestdx.train.fit import fit
+
+FAST = ["image_size=64", "progress=false", "threads=1"]
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def _cfg(cache_root, *extra):
+    return load_config("demo", FAST + [f"cache_root={cache_root}", *extra])
+
+
+def _cli(*args, env=None):
+    return [sys.executable, "-m", "chestdx", *args]
+
+
+def test_config_overrides_and_unknown_keys():
+    cfg = load_config("seed", ["optimizer.lr=3e-4", "model.freeze=none"])
+    assert cfg["optimizer"]["lr"] == 3e-4 and cfg["model"]["freeze"] == "none"
+    assert cfg["model"]["arch"] == "densenet121" and cfg["batch_size"] == 8 and cfg["image_size"] == 128
+    assert load_config("densenet121")["loss"] == "weighted_bce"  # inherited from default
+    with pytest.raises(KeyError):
+        load_config("default", ["no_such_key=1"])
+    with pytest.raises(FileNotFoundError, match="presets"):
+        load_config("nope")
+
+
+def test_run_dir_and_checkpoint_are_self_describing(cache_root, tmp_path):
+    run = fit(_cfg(cache_root, "epochs=2"), tmp_path / "run")
+    for name in ("config.yaml", "split.csv", "model.pt", "train_summary.json", "bad_files.csv",
+                 "checkpoints/last.ckpt", "checkpoints/best.ckpt", "logs/metrics.csv"):
+        assert (run / name).exists(), name
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["seed"] == 0 and saved["labels_resolved"]
+    ckpt = read_checkpoint(run)
+    assert ckpt["arch"] == "simple_cnn" and ckpt["input_size"] == 64 and ckpt["labels"] == saved["labels_resolved"]
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert np.isfinite(summary["best_val_macro_auroc"])
+    # the best epoch's weights were restored into model.pt
+    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    for key, value in ckpt["state_dict"].items():
+        assert torch.equal(value, best[f"model.{key}"])
+    split = pd.read_csv(run / "split.csv", dtype={"patient_id": str})
+    assert split.groupby("patient_id")["split"].nunique().max() == 1
+    metrics = pd.read_csv(run / "logs" / "metrics.csv")
+    assert metrics["val_macro_auroc"].notna().sum() == 2 and metrics["train_loss"].dropna().map(np.isfinite).all()
+
+
+def test_same_seed_same_metrics(cache_root, tmp_path):
+    a = fit(_cfg(cache_root, "epochs=1"), tmp_path / "a")
+    b = fit(_cfg(cache_root, "epochs=1"), tmp_path / "b")
+    sa, sb = (json.loads((r / "train_summary.json").read_text()) for r in (a, b))
+    assert sa["best_val_macro_auroc"] == sb["best_val_macro_auroc"]
+    wa, wb = read_checkpoint(a)["state_dict"], read_checkpoint(b)["state_dict"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_seed_preset_end_to_end_offline(cache_root, tmp_path):
+    cfg = load_config("seed", ["data=phantom", f"cache_root={cache_root}", "model.pretrained=null", "epochs=1",
+                               "image_size=64", "progress=false", "limit_train_batches=6", "threads=2"])
+    run = fit(cfg, tmp_path / "seed")
+    ckpt = read_checkpoint(run)
+    assert ckpt["arch"] == "densenet121" and ckpt["freeze"] == "seed"
+    loss = pd.read_csv(run / "logs" / "metrics.csv")["val_loss"].dropna()
+    assert len(loss) == 1 and np.isfinite(loss).all()
+
+
+def test_metadata_fusion_trains(cache_root, tmp_path):
+    run = fit(_cfg(cache_root, "epochs=1", "model.metadata=[age, sex, view]"), tmp_path / "meta")
+    ckpt = read_checkpoint(run)
+    assert ckpt["metadata"] == ["age", "sex", "view"]
+    assert ckpt["state_dict"]["head.weight"].shape[1] == 128 + 6  # pooled features + 2 per field
+
+
+def _train_cmd(run, cache_root, *extra):
+    return [sys.executable, "-m", "chestdx", "train", "--config", "demo", "--out", str(run),
+            *[a for s in FAST + [f"cache_root={cache_root}", *extra] for a in ("--set", s)]]
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_match_one_process(cache_root, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    common = ["epochs=3", "early_stopping.patience=10", "batch_size=16"]
+    r1 = subprocess.run(_train_cmd(one, cache_root, *common), env=env, capture_output=True, text=True, timeout=600)
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    # 2 processes x batch 8 = the same global batch of 16
+    r2 = subprocess.run(_train_cmd(two, cache_root, *common, "batch_size=8") + ["--devices", "2", "--strategy", "ddp"],
+                        env=env, capture_output=True, text=True, timeout=600)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    s1, s2 = (json.loads((r / "train_summary.json").read_text()) for r in (one, two))
+    assert s2["devices"] in (2, "2") and s2["strategy"] == "ddp"
+    assert s1["best_val_macro_auroc"] > 0.6 and s2["best_val_macro_auroc"] > 0.6  # both learn
+    assert abs(s1["best_val_macro_auroc"] - s2["best_val_macro_auroc"]) < 0.08  # equal within noise
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9(cache_root, tmp_path):
+    run = tmp_path / "crash"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sets = ["epochs=4", "early_stopping.patience=10"]
+    proc = subprocess.Popen(_train_cmd(run, cache_root, *sets), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not last.exists() and proc.poll() is None:
+        time.sleep(0.1)
+    assert last.exists(), "no checkpoint before the kill"
+    time.sleep(1.0)  # into the next epoch
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "model.pt").exists()
+    resumed = subprocess.run([sys.executable, "-m", "chestdx", "train", "--resume", str(run)], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["epochs_run"] == 4
+    epochs = pd.read_csv(run / "logs" / "metrics.csv")["epoch"].dropna().astype(int)
+    assert set(epochs) == {0, 1, 2, 3}
+    ckpt = read_checkpoint(run)
+    assert ckpt["labels"] and all(torch.isfinite(v.float()).all() for v in ckpt["state_dict"].values())
