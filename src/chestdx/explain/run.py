@@ -149,7 +149,7 @@ def explain_images(
                                  "png": png.name, "error": None})
             bar.advance(task, len(chunk))
     if panels:
-        save_gallery(panels, out / "gallery.png", ncols=4, title=f"{method} — {DISCLAIMER}")
+        save_gallery(panels, out / "gallery.png", ncols=4)
     cols = ["image", "label", "probability", "raw_probability", "threshold", "finding", "method", "png", "error"]
     index = pd.DataFrame(rows).reindex(columns=cols)
     index.to_csv(out / "index.csv", index=False)
@@ -185,14 +185,17 @@ def _match_boxes(boxes: pd.DataFrame, split_table: pd.DataFrame, model_labels: S
         if reason:
             skipped.append({"image_id": rec["image_id"], "label": rec["label"], "reason": reason})
         else:
-            kept.append({**rec, "path": by_key.at[key, "path"], "split": by_key.at[key, "split"]})
+            row = by_key.loc[key]
+            kept.append({**rec, "path": row["path"], "split": row["split"],
+                         **{f: row[f] for f in ("age", "sex", "view") if f in row.index}})
     return pd.DataFrame(kept), pd.DataFrame(skipped, columns=["image_id", "label", "reason"])
 
 
-def _read_boxed_images(pred: Predictor, kept: pd.DataFrame, reference_size: float,
-                       skipped: list[dict[str, Any]]) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
-    """Preprocessed pixels per distinct image and one entry per usable box (box in input pixels)."""
+def _read_boxed_images(pred: Predictor, kept: pd.DataFrame, reference_size: float, skipped: list[dict[str, Any]],
+                       ) -> tuple[list[np.ndarray], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Preprocessed pixels and split rows per distinct image; one entry per usable box (box in input pixels)."""
     pixels: list[np.ndarray] = []
+    image_rows: list[dict[str, Any]] = []
     entries: list[dict[str, Any]] = []
     slot: dict[str, int] = {}
     shapes: dict[str, tuple[int, int]] = {}
@@ -207,6 +210,7 @@ def _read_boxed_images(pred: Predictor, kept: pd.DataFrame, reference_size: floa
                 continue
             slot[path], shapes[path] = len(pixels), (int(img.shape[0]), int(img.shape[1]))
             pixels.append(pred.preprocess(img))
+            image_rows.append(rec)
         shape = shapes[path]
         box = box_to_input((rec["x"], rec["y"], rec["w"], rec["h"]), reference_size, shape, S)
         if box[0] >= S or box[1] >= S or box[0] + box[2] <= 0 or box[1] + box[3] <= 0:
@@ -215,7 +219,7 @@ def _read_boxed_images(pred: Predictor, kept: pd.DataFrame, reference_size: floa
             continue
         entries.append({"image_id": rec["image_id"], "label": rec["label"], "slot": slot[path],
                         "class": pred.labels.index(rec["label"]), "box": box, "image_shape": tuple(shape)})
-    return pixels, entries
+    return pixels, image_rows, entries
 
 
 def localize_run(
@@ -244,6 +248,7 @@ def localize_run(
     """
     from chestdx.data.index import read_table
     from chestdx.data.nih import read_nih_boxes
+    from chestdx.models import encode_metadata
 
     run = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run / "localization"
@@ -251,13 +256,14 @@ def localize_run(
     ref = float(box_reference_size or box_reference_size_for(boxes_csv))
     kept, skipped_df = _match_boxes(read_nih_boxes(boxes_csv), read_table(run / "split.csv"), pred.labels, split)
     skipped = skipped_df.to_dict("records")
-    pixels, entries = _read_boxed_images(pred, kept, ref, skipped) if len(kept) else ([], [])
+    pixels, image_rows, entries = _read_boxed_images(pred, kept, ref, skipped) if len(kept) else ([], [], [])
     skipped_df = pd.DataFrame(skipped, columns=["image_id", "label", "reason"])
     if not entries:
         reasons = skipped_df["reason"].value_counts().to_dict() if len(skipped_df) else {}
         raise ValueError(f"no usable boxes in {boxes_csv} for {run} (split={split!r}); skipped: {reasons}")
     batch = np.stack(pixels)
-    probs = pred.probabilities(batch, calibrated=True)
+    meta = encode_metadata(pd.DataFrame(image_rows), pred.metadata) if pred.metadata else None
+    probs = pred.probabilities(batch, meta, calibrated=True)
     maps: dict[str, np.ndarray] = {}
     with _progress(show_progress) as bar:
         for method in methods:
@@ -265,8 +271,10 @@ def localize_run(
             chunks = []
             for start in range(0, len(entries), max(1, batch_size)):
                 part = entries[start:start + max(1, batch_size)]
-                chunks.append(pred.heatmaps(batch[[e["slot"] for e in part]], [e["class"] for e in part],
-                                            method=method, batch_size=batch_size, **saliency_kwargs))
+                slots = [e["slot"] for e in part]
+                chunks.append(pred.heatmaps(batch[slots], [e["class"] for e in part], method=method,
+                                            meta=None if meta is None else meta[slots], batch_size=batch_size,
+                                            **saliency_kwargs))
                 bar.advance(task, len(part))
             maps[method] = np.concatenate(chunks)
     records = [LocRecord(e["image_id"], e["label"], m, maps[m][k], e["box"])
@@ -299,8 +307,7 @@ def _write_localization(result: LocalizationResult, out: Path, entries: list[dic
     files["json"].write_text(json.dumps(payload, indent=2, default=str))
     if n_gallery > 0:
         files["gallery"] = save_gallery(_gallery_panels(result, entries, batch, maps, probs, n_gallery),
-                                        out / "gallery.png", ncols=len(maps),
-                                        title="Saliency vs ground-truth box (green)")
+                                        out / "gallery.png", ncols=len(maps))
     return files
 
 

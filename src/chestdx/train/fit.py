@@ -77,6 +77,20 @@ def build_module(config: dict[str, Any], data: PreparedData) -> ChestModule:
     return ChestModule(model, loss, config["optimizer"], config["scheduler"], data.labels)
 
 
+def merge_training_logs(log_dir: Path) -> None:
+    """Fold logs saved before a resume back into logs/metrics.csv (one table over all epochs)."""
+    import pandas as pd
+
+    parts = sorted(log_dir.glob("metrics.before-resume-*.csv"))
+    if not parts:
+        return
+    current = log_dir / "metrics.csv"
+    frames = [pd.read_csv(p) for p in parts] + ([pd.read_csv(current)] if current.exists() else [])
+    pd.concat(frames, ignore_index=True).drop_duplicates().to_csv(current, index=False)
+    for p in parts:
+        p.unlink()
+
+
 def fit(config: dict[str, Any], out_dir: str | Path, split_csv: str | Path | None = None,
         resume: bool = False) -> Path:
     """Train per ``config`` into ``out_dir``; ``resume`` continues an interrupted run from its last checkpoint."""
@@ -116,11 +130,16 @@ def fit(config: dict[str, Any], out_dir: str | Path, split_csv: str | Path | Non
         log_every_n_steps=1, enable_model_summary=False, num_sanity_val_steps=0,
     )
     last = ckpt_dir / "last.ckpt"
+    metrics_csv = run / "logs" / "metrics.csv"
+    earlier_log = run / "logs" / f"metrics.before-resume-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+    if resume and is_zero and metrics_csv.exists():  # CSVLogger rewrites the file: keep the epochs logged so far
+        metrics_csv.rename(earlier_log)
     start = time.perf_counter()
     trainer.fit(module, _loader(data.dataset("train", config, augment=True), config, True),
                 _loader(data.dataset("val", config), config, False),
                 ckpt_path=str(last) if resume and last.exists() else None)
     if trainer.is_global_zero:
+        merge_training_logs(run / "logs")
         best = ckpt_dir / "best.ckpt"
         best_epoch = None
         if best.exists():  # restore the best weights, not the last ones
