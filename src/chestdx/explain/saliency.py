@@ -17,6 +17,8 @@ import torch
 from monai.visualize import GradCAM, GradCAMpp, ModelWithHooks, VanillaGrad
 from torch import nn
 
+from chestdx.models.base import tokens_to_grid as grid_from_tokens
+
 METHODS = ("gradcam", "gradcampp", "smoothgrad", "vanilla")
 CAM_METHODS = ("gradcam", "gradcampp")
 
@@ -24,14 +26,10 @@ __all__ = ["CAM_METHODS", "METHODS", "normalize_maps", "saliency_maps", "tokens_
 
 
 def tokens_to_grid(t: torch.Tensor, patch_grid: tuple[int, int] | None) -> torch.Tensor:
-    """(B, n_extra + gh*gw, C) tokens -> (B, C, gh, gw), dropping the leading (class) tokens; 4-D passes."""
+    """ViT tokens -> (B, C, gh, gw) via ``chestdx.models.tokens_to_grid``; CNN maps (4-D or no grid) pass through."""
     if patch_grid is None or t.ndim == 4:
         return t
-    gh, gw = patch_grid
-    if t.ndim != 3 or t.shape[1] < gh * gw:
-        raise ValueError(f"expected tokens (B, >= {gh * gw}, C) for patch_grid {patch_grid}, got {tuple(t.shape)}")
-    patches = t[:, t.shape[1] - gh * gw :, :]
-    return patches.transpose(1, 2).reshape(t.shape[0], t.shape[2], gh, gw)
+    return grid_from_tokens(t, patch_grid)
 
 
 def normalize_maps(maps: torch.Tensor | np.ndarray) -> np.ndarray:

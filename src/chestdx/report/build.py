@@ -1,0 +1,182 @@
+"""``build_report(run_dir)``: one self-contained ``report.html`` (images inlined, no external resources)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from chestdx.report import html as H
+from chestdx.report.curves import training_curves
+from chestdx.report.data_summary import data_summary, ensure_eda, read_split
+from chestdx.report.gallery import saliency_gallery
+from chestdx.report.model_card import METRIC_HEADER, NOTICE, build_model_card, card_html, metrics_rows, write_model_card
+
+log = logging.getLogger(__name__)
+
+PLOT_TITLES = {"roc": "ROC curves per label (test)", "roc_overlay": "ROC curves overlaid (test)",
+               "pr": "Precision-recall curves (test)", "reliability": "Reliability diagram (calibration, test)"}
+
+
+def _data_section(run: Path, summary: dict[str, Any], eda: dict[str, Any] | None) -> str:
+    splits = summary["splits"]
+    parts = [H.table(["split", "images", "patients"],
+                     [[s, v["images"], v["patients"]] for s, v in splits.items()]
+                     + [["all", summary["n_images"], summary["n_patients"]]]),
+             f"<p>Sources: {H.esc(', '.join(f'{k} ({v})' for k, v in summary['sources'].items()))}. "
+             f"Splits are grouped by patient (no patient in two splits).</p>",
+             "<h3>Label prevalence (positives / graded)</h3>",
+             H.table(["label", *splits], [[lb, *(f"{c['positives']} / {c['graded']} ({H.fmt(c['prevalence'], 2)})"
+                                                 for c in per.values())] for lb, per in summary["prevalence"].items()])]
+    if eda:
+        for name in ("prevalence.png", "cooccurrence.png", "demographics.png"):
+            parts.append(H.img_tag(run / "eda" / name, caption=f"EDA: {name[:-4]} (all labels of the dataset)"))
+    return "\n".join(parts)
+
+
+def _training_section(run: Path) -> str:
+    curves = training_curves(run)
+    if curves is None:
+        return "<p>No training log (logs/metrics.csv) in this run dir.</p>"
+    png, csv = curves
+    table = pd.read_csv(csv)
+    rows = [[int(r.epoch), *(H.fmt(getattr(r, c, None), 4) for c in ("train_loss", "val_loss", "val_macro_auroc"))]
+            for r in table.itertuples(index=False)]
+    train = json.loads((run / "train_summary.json").read_text()) if (run / "train_summary.json").is_file() else {}
+    note = (f"<p>Best epoch {train.get('best_epoch', '?')} (validation macro AUROC "
+            f"{H.fmt(train.get('best_val_macro_auroc'))}); its weights are the model. Numbers: "
+            f"plots/{csv.name}.</p>")
+    return H.img_tag(png, caption="Training curves") + note + H.table(
+        ["epoch", "train loss", "val loss", "val macro AUROC"], rows)
+
+
+def _metrics_section(metrics: dict[str, Any]) -> str:
+    if not metrics:
+        return "<p>Not evaluated yet: run <code>chestdx evaluate RUN_DIR</code>.</p>"
+    intro = (f"<p>Test split: {metrics.get('n_test_images')} images of {metrics.get('n_test_patients')} patients. "
+             f"{H.esc(metrics.get('note', ''))}</p>")
+    ops = []
+    for label, r in metrics.get("labels", {}).items():
+        op = r.get("operating_point") or {}
+        if r.get("estimable") and op:
+            ops.append([label, H.fmt(op.get("threshold")), op.get("tp"), op.get("fp"), op.get("fn"), op.get("tn"),
+                        H.fmt_ci(op.get("ppv"), op.get("ppv_ci"), 2), H.fmt_ci(op.get("npv"), op.get("npv_ci"), 2),
+                        H.fmt_ci(op.get("f1"), op.get("f1_ci"), 2)])
+    out = intro + H.table(METRIC_HEADER, metrics_rows(metrics))
+    if ops:
+        out += "<h3>At the validation thresholds (test)</h3>" + H.table(
+            ["label", "threshold", "TP", "FP", "FN", "TN", "PPV", "NPV", "F1"], ops)
+    return out
+
+
+def _threshold_section(metrics: dict[str, Any]) -> str:
+    if not metrics:
+        return ""
+    details = metrics.get("threshold_details", {})
+    rows = [[lb, H.fmt(t), H.fmt((metrics.get("thresholds_raw") or {}).get(lb)),
+             f"{d.get('n_pos', '—')} / {d.get('n_neg', '—')}", H.fmt(d.get("val_sensitivity"), 2),
+             H.fmt(d.get("val_specificity"), 2), d.get("warning") or d.get("reason") or ""]
+            for lb, t in (metrics.get("thresholds") or {}).items() for d in [details.get(lb, {})]]
+    cal = metrics.get("calibration") or {}
+    text = (f"<p>Thresholds ({H.esc(metrics.get('threshold_method', '?'))}, on "
+            f"{H.esc(metrics.get('threshold_space', 'calibrated'))} probabilities) and the temperature "
+            f"T = {H.fmt(metrics.get('temperature'))} were chosen on the <b>validation</b> split "
+            f"({metrics.get('n_val_images')} images, {metrics.get('n_val_patients')} patients); test labels were "
+            f"never used. Test ECE: {H.fmt((cal.get('before') or {}).get('ece'))} raw, "
+            f"{H.fmt((cal.get('after') or {}).get('ece'))} after temperature scaling.</p>")
+    return text + H.table(["label", "threshold (calibrated p)", "threshold (raw p)", "val pos / neg",
+                           "val sensitivity", "val specificity", "note"], rows)
+
+
+def _plots_section(run: Path, metrics: dict[str, Any]) -> str:
+    plots = metrics.get("plots") or {}
+    figs = [H.img_tag(run / rel, caption=PLOT_TITLES.get(name, name)) for name, rel in plots.items()]
+    return "\n".join(f for f in figs if f) or "<p>No evaluation plots.</p>"
+
+
+def _gallery_section(run: Path, metrics: dict[str, Any], n_gallery: int, predictor: Any) -> str:
+    if not metrics:
+        return "<p>No predictions yet.</p>"
+    items = saliency_gallery(run, metrics, run / "report_assets", n_per_cell=n_gallery, predictor=predictor)
+    if not items:
+        return "<p>No estimable label with a threshold: no gallery.</p>"
+    parts = ["<p>Grad-CAM maps of the test images for the labels with most test positives: rows are true "
+             "positives (most confident), false positives (most confident false alarms) and false negatives (most "
+             "confident misses), using the validation thresholds. Probabilities are calibrated.</p>"]
+    for it in items:
+        c = it["counts"]
+        parts.append(f"<h3>{H.esc(it['label'])}</h3><p class='muted'>threshold {H.fmt(it['threshold'])}; test "
+                     f"TP {c['TP']}, FP {c['FP']}, FN {c['FN']}</p>")
+        if it["png"] is not None:
+            parts.append(H.img_tag(it["png"], caption=f"{it['label']}: TP / FP / FN"))
+    return "\n".join(parts)
+
+
+def _localization_section(run: Path) -> str:
+    loc = run / "localization"
+    if not (loc / "localization.csv").is_file():
+        return ("<p>No localization check in this run dir (run <code>chestdx localize RUN_DIR --boxes FILE</code> "
+                "to measure the maps against boxes).</p>")
+    table = pd.read_csv(loc / "localization.csv")
+    meta = json.loads((loc / "localization.json").read_text()) if (loc / "localization.json").is_file() else {}
+    rows = [[r.method, r.label, r.metric, int(r.n), f"{r.hit_rate:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]",
+             f"{r.chance:.2f}"] for r in table.itertuples(index=False)]
+    skipped = meta.get("skipped_reasons") or {}
+    text = (f"<p>{meta.get('n_boxes_used', '?')} boxes on {meta.get('n_images_used', '?')} images "
+            f"(boxes file {H.esc(Path(str(meta.get('boxes', '?'))).name)}, split {H.esc(meta.get('split'))}). "
+            f"Pointing game: is the map's maximum inside the box? IoBB&gt;T: Wang et al. 2017 box from the "
+            f"thresholded map. Chance: {H.esc(meta.get('chance', ''))}.</p>")
+    if skipped:
+        text += "<p class='muted'>Skipped: " + H.esc("; ".join(f"{n} {k}" for k, n in skipped.items())) + "</p>"
+    return (text + H.table(["method", "label", "metric", "n", "hit rate [95% CI]", "chance"], rows)
+            + H.img_tag(loc / "gallery.png", caption="Methods side by side; green box = ground truth"))
+
+
+def build_report(run_dir: str | Path, n_gallery: int = 3, predictor: Any = None) -> Path:
+    """Write ``RUN_DIR/report.html`` (self-contained) and ``RUN_DIR/MODEL_CARD.md``; return the HTML path.
+
+    Runs the EDA into ``RUN_DIR/eda`` when missing, plots the training curves into ``RUN_DIR/plots`` and the
+    saliency gallery (``n_gallery`` images per TP/FP/FN row) into ``RUN_DIR/report_assets``.
+    """
+    from chestdx.inference import Predictor
+
+    run = Path(run_dir)
+    predictor = predictor or Predictor.from_run(run)
+    split = read_split(run)
+    summary = data_summary(split, predictor.labels)
+    metrics_path = run / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    try:
+        eda = ensure_eda(run, split)
+    except Exception as err:  # noqa: BLE001 - the report must not die on a plotting problem
+        log.warning("EDA failed: %s", err)
+        eda = None
+    card = build_model_card(run, summary, metrics)
+    write_model_card(run, card)
+    banner = ('<p class="synthetic"><b>SYNTHETIC DATA.</b> This run was trained and tested on generated '
+              'phantoms (source phantom-synthetic); its numbers say nothing about real chest X-rays.</p>'
+              if summary["synthetic"] else "")
+    head, _, rest = NOTICE.partition(". ")
+    head += "."
+    header = (f"<h1>chestdx report: {H.esc(run.name)}</h1>"
+              f'<div class="notice"><b>{H.esc(head)}</b> {H.esc(rest)}</div>{banner}'
+              f"<p class='muted'>{H.esc(predictor.arch)}, {predictor.input_size} px, labels "
+              f"{H.esc(', '.join(predictor.labels))}. Generated {_dt.datetime.now().isoformat(timespec='seconds')}."
+              f"</p>")
+    body = [header,
+            H.section("Data", _data_section(run, summary, eda), "data"),
+            H.section("Training", _training_section(run), "training"),
+            H.section("Test metrics with 95% confidence intervals", _metrics_section(metrics), "metrics"),
+            H.section("Thresholds and calibration (from validation)", _threshold_section(metrics), "thresholds"),
+            H.section("ROC, PR and calibration plots", _plots_section(run, metrics), "plots"),
+            H.section("Saliency gallery: true positives, false positives, false negatives",
+                      _gallery_section(run, metrics, n_gallery, predictor), "saliency"),
+            H.section("Localization against boxes", _localization_section(run), "localization"),
+            H.section("Model card", card_html(card), "model-card")]
+    path = run / "report.html"
+    path.write_text(H.page(f"chestdx report: {run.name}", "\n".join(body)), encoding="utf-8")
+    return path
