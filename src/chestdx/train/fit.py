@@ -77,6 +77,22 @@ def build_module(config: dict[str, Any], data: PreparedData) -> ChestModule:
     return ChestModule(model, loss, config["optimizer"], config["scheduler"], data.labels)
 
 
+@torch.no_grad()
+def validation_auroc_per_label(module: ChestModule, data: PreparedData, config: dict[str, Any]) -> dict[str, float]:
+    """Validation AUROC of the restored best weights, per label with both classes present."""
+    import numpy as np
+
+    from chestdx.train.module import macro_auroc
+
+    module.eval()
+    probs, ys = [], []
+    for x, y, meta in _loader(data.dataset("val", config), config, False):
+        probs.append(torch.sigmoid(module(x, meta)).numpy())
+        ys.append(y.numpy())
+    _, per_label = macro_auroc(np.concatenate(ys), np.concatenate(probs))
+    return {data.labels[j]: round(v, 4) for j, v in per_label.items()}
+
+
 def merge_training_logs(log_dir: Path) -> None:
     """Fold logs saved before a resume back into logs/metrics.csv (one table over all epochs)."""
     import pandas as pd
@@ -147,11 +163,13 @@ def fit(config: dict[str, Any], out_dir: str | Path, split_csv: str | Path | Non
             module.load_state_dict(state["state_dict"])
             best_epoch = int(state["epoch"])
         save_checkpoint(run / CHECKPOINT_NAME, module.model.cpu(), data.labels, config)
+        val_per_label = validation_auroc_per_label(module, data, config)
         checkpoint_cb = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
         summary = {
             "best_val_macro_auroc": float(checkpoint_cb.best_model_score) if checkpoint_cb.best_model_score is not None
             else None,
             "best_epoch": best_epoch,
+            "val_auroc_per_label": val_per_label,
             "epochs_run": int(trainer.current_epoch),
             "stopped_early": bool(trainer.early_stopping_callback and trainer.early_stopping_callback.stopped_epoch),
             "train_seconds_this_session": round(time.perf_counter() - start, 1),
