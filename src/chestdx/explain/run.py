@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from chestdx.explain.localization import IOBB_THRESHOLDS, LocRecord, localization_table, score_records
@@ -87,6 +88,28 @@ def box_reference_size_for(boxes_csv: str | Path, default: int = 1024) -> int:
 
 
 # --------------------------------------------------------------------------------------------- explain
+def _display(img01: np.ndarray, max_side: int = 512) -> np.ndarray:
+    """The original image (aspect kept) at most ``max_side`` px: what the overlay is drawn on. The (S, S) map
+    stretches back over it exactly, as the model input is a per-axis squash of the whole image."""
+    h, w = img01.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return img01
+    u8 = np.clip(np.rint(img01 * 255.0), 0, 255).astype(np.uint8)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(u8).resize(size, Image.Resampling.BILINEAR))
+
+
+def _unique(out: Path, stem: str, used: set[str]) -> Path:
+    """``out/stem.png``, with a numeric suffix when two inputs share a name."""
+    name, k = stem, 1
+    while name in used:
+        k += 1
+        name = f"{stem}_{k}"
+    used.add(name)
+    return out / f"{name}.png"
+
+
 def _select(labels: list[str], probs: np.ndarray, wanted: Sequence[str] | None, top_k: int) -> list[int]:
     if wanted:
         return [labels.index(lb) for lb in wanted]
@@ -119,30 +142,33 @@ def explain_images(
     rows: list[dict[str, Any]] = []
     panels: list[OverlayItem] = []
     paths = [Path(p) for p in images]
+    used: set[str] = set()
     with _progress(show_progress) as bar:
         task = bar.add_task(f"{method} maps", total=len(paths))
         for start in range(0, len(paths), max(1, int(batch_size))):
             chunk = paths[start:start + max(1, int(batch_size))]
-            pixels, ok = [], []
+            pixels, shown, ok = [], [], []
             for p in chunk:
                 try:
-                    pixels.append(pred.preprocess(read_image(p)))
+                    img = read_image(p)
+                    pixels.append(pred.preprocess(img))
+                    shown.append(_display(img))
                     ok.append(p)
                 except (ImageReadError, OSError, ValueError) as err:
                     rows.append({"image": str(p), "label": None, "error": str(err)})
             if ok:
                 batch = np.stack(pixels)
-                cal = pred.probabilities(batch, calibrated=True)
-                raw = pred.probabilities(batch)
+                z = pred.logits(batch)
+                raw, cal = 1.0 / (1.0 + np.exp(-z)), 1.0 / (1.0 + np.exp(-z / pred.temperature))
                 pairs = [(i, j) for i in range(len(ok)) for j in _select(pred.labels, cal[i], labels, top_k)]
                 maps = pred.heatmaps(batch[[i for i, _ in pairs]], [j for _, j in pairs], method=method,
                                      batch_size=batch_size, **saliency_kwargs)
                 for (i, j), hm in zip(pairs, maps, strict=True):
                     label, thr = pred.labels[j], pred.thresholds.get(pred.labels[j])
                     caption = format_caption(label, float(cal[i, j]), method)
-                    png = overlay_png(batch[i], hm, caption, out / f"{_slug(ok[i].stem)}__{_slug(label)}.png")
+                    png = overlay_png(shown[i], hm, caption, _unique(out, f"{_slug(ok[i].stem)}__{_slug(label)}", used))
                     if len(panels) < MAX_GALLERY:
-                        panels.append(OverlayItem(batch[i], hm, f"{ok[i].name}\n{caption}"))
+                        panels.append(OverlayItem(shown[i], hm, f"{ok[i].name}\n{caption}"))
                     rows.append({"image": str(ok[i]), "label": label, "probability": float(cal[i, j]),
                                  "raw_probability": float(raw[i, j]), "threshold": thr,
                                  "finding": bool(thr is not None and cal[i, j] >= thr), "method": method,
@@ -176,12 +202,12 @@ def _match_boxes(boxes: pd.DataFrame, split_table: pd.DataFrame, model_labels: S
     for rec in boxes.to_dict("records"):
         key = _key(rec["image_id"])
         reason = None
-        if rec["label"] not in model_labels:
-            reason = f"label {rec['label']} not modelled"
-        elif key not in by_key.index:
+        if key not in by_key.index:
             reason = "image not in the run's split.csv"
         elif split is not None and by_key.at[key, "split"] != split:
             reason = f"image in split {by_key.at[key, 'split']!r}, not {split!r}"
+        elif rec["label"] not in model_labels:
+            reason = f"label {rec['label']} not modelled"
         if reason:
             skipped.append({"image_id": rec["image_id"], "label": rec["label"], "reason": reason})
         else:
