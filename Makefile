@@ -18,10 +18,14 @@ demo: install
 test: install
 	$(BIN)/pytest -q
 
+# Debian Chromium for the browser test (tests/test_serve_browser.py); needs root. Never `playwright install`.
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
+
 lint: install
 	$(BIN)/ruff check .
 
 bench: install
 	$(BIN)/python bench/run.py
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint bench browser

@@ -35,8 +35,8 @@ def predict(run_dir: Path = typer.Argument(..., help="Run directory (or an expor
             ) -> None:
     """Predict PNG/JPEG/DICOM files and folders; unreadable files become rows with the reason in `error`.
 
-    Probabilities are temperature-calibrated and `findings` lists labels at or above their validation-chosen
-    thresholds. `ood_flag` marks images that are probably not frontal chest X-rays. Decision support only.
+    Probabilities are temperature-calibrated; `findings` = labels at or above their validation thresholds.
+    `ood_flag` marks images that are probably not frontal chest X-rays. Decision support, not a diagnosis.
 
     [bold]Examples[/bold]
 
@@ -102,8 +102,9 @@ def export(run_dir: Path = typer.Argument(..., help="Run directory."),
            ) -> None:
     """Export the model (normalization + network + OOD distance) to ONNX for torch-free inference.
 
-    Input `image` (B,1,S,S) float32 in [0,1]; outputs `logits` (B,L) and `ood_d2`. The sidecar JSON holds
-    labels, input size, temperature, thresholds and the OOD threshold. Parity with torch is checked.
+    Input `image` (B,1,S,S) float32 in [0,1]; outputs `logits` (B,L) and `ood_d2` (when the gate is fitted).
+    The sidecar JSON (same name, .json) holds labels, input size, temperature, thresholds, OOD threshold.
+    Parity with torch is checked after export.
 
     [bold]Example[/bold]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ from chestdx.train.losses import build_loss
 from chestdx.train.module import ChestModule
 
 log = logging.getLogger(__name__)
+# expected: frozen layers stay in eval mode on purpose; a Lightning-internal deprecation
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 MONITOR = "val_macro_auroc"
 
 
