@@ -15,7 +15,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from chestdx.data.index import label_columns  # noqa: E402
+from chestdx.data.index import label_columns as _all_label_columns  # noqa: E402
+
+
+def label_columns(df: pd.DataFrame) -> list[str]:
+    """Labels the dataset actually grades (columns that are all NaN, e.g. NIH labels absent from Kermany, go)."""
+    return [c for c in _all_label_columns(df) if df[c].notna().any()]
 
 
 def prevalence(df: pd.DataFrame) -> pd.DataFrame:

@@ -49,7 +49,7 @@ def _load_predictor(source: Any) -> Any:
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message, "note": NOTICE}, status_code=status, headers={"Cache-Control": "no-store"})
+    return JSONResponse({"detail": message, "note": NOTICE}, status_code=status)
 
 
 def create_app(run_dir_or_predictor: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
@@ -67,6 +67,8 @@ def create_app(run_dir_or_predictor: Any, max_upload_bytes: int = DEFAULT_MAX_UP
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if request.url.path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"
         if request.url.path == "/":
             response.headers["Content-Security-Policy"] = (
                 "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
