@@ -105,3 +105,31 @@ def test_export_with_metadata(tmp_path: Path) -> None:
     b = pred.predict(x)  # meta=None: the model's "unknown" encoding, as the sidecar's meta_missing
     for ra, rb in zip(a, b, strict=True):
         assert max(abs(ra.raw_probabilities[k] - rb.raw_probabilities[k]) for k in rb.raw_probabilities) <= 1e-5
+
+
+@pytest.mark.data
+def test_app_on_onnx_backend(exported: Path, nih_sample: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from chestdx.serve.app import create_app
+
+    client = TestClient(create_app(exported))
+    assert client.get("/api/model").json()["backend"] == "onnxruntime"
+    path = sorted((nih_sample / "images").glob("*.png"))[0]
+    res = client.post("/api/predict", files={"file": (path.name, path.read_bytes(), "image/png")}).json()
+    side = json.loads(exported.with_suffix(".json").read_text())
+    assert res["heatmaps"] == {} and [r["label"] for r in res["labels"]] == side["labels"]
+    assert res["ood"]["score"] is not None
+
+
+@pytest.mark.data
+def test_cli_predict_onnx_without_torch(exported: Path, nih_sample: Path, tmp_path: Path) -> None:
+    files = [str(f) for f in sorted((nih_sample / "images").glob("*.png"))[:4]]
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from chestdx.cli import app\n"
+            "app(sys.argv[1:])\n")
+    out = tmp_path / "preds.csv"
+    res = subprocess.run([sys.executable, "-c", code, "predict", str(exported), *files, "--out", str(out),
+                          "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:] + res.stdout[-2000:]
+    assert len(out.read_text().strip().splitlines()) == 5

@@ -24,7 +24,7 @@ def test_fit_stats_threshold_and_roundtrip() -> None:
     cov = np.diag(np.linspace(0.5, 3.0, 20))
     train = rng.multivariate_normal(np.ones(20), cov, 500)
     val = rng.multivariate_normal(np.ones(20), cov, 400)
-    stats = fit_stats(train, val, quantile=0.99)
+    stats = fit_stats(train, val, quantile=0.99, normalize="none")
     inlier = scores(mahalanobis_sq(val, stats), stats)
     assert np.mean(inlier > 1) == pytest.approx(0.01, abs=0.006)  # ~1% of validation flagged by construction
     far = scores(mahalanobis_sq(np.ones((5, 20)) + 8.0, stats), stats)
@@ -32,6 +32,9 @@ def test_fit_stats_threshold_and_roundtrip() -> None:
     again = OODStats.from_dict(stats.to_dict())
     np.testing.assert_allclose(mahalanobis_sq(val[:5], again), mahalanobis_sq(val[:5], stats), rtol=1e-5)
     assert "precision" not in stats.to_dict(arrays=False)
+    l2 = fit_stats(train, val)  # default: L2-normalized features (direction, not magnitude)
+    assert l2.normalize == "l2" and OODStats.from_dict(l2.to_dict()).normalize == "l2"
+    np.testing.assert_allclose(mahalanobis_sq(val[:3] * 7.0, l2), mahalanobis_sq(val[:3], l2), rtol=1e-9)
 
 
 def test_image_checks() -> None:

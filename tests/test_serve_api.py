@@ -83,7 +83,7 @@ def test_predict_real_image(client: TestClient, predictor: Predictor, nih_sample
         assert row["threshold"] == want.thresholds[lb] and row["positive"] == (lb in want.findings)
     assert res["ood"]["score"] == pytest.approx(want.ood_score, rel=1e-5) and isinstance(res["ood"]["flag"], bool)
     assert res["heatmaps"] and res["heatmap_method"] == "gradcam"
-    for b64 in list(res["heatmaps"].values()) + [res["image"]["preview_png"]]:
+    for b64 in [m for m in res["heatmaps"].values() if m] + [res["image"]["preview_png"]]:
         Image.open(io.BytesIO(base64.b64decode(b64))).verify()
     assert (res["image"]["width"], res["image"]["height"]) == (512, 512)
     assert _post(client, path.read_bytes(), heatmaps="none").json()["heatmaps"] == {}

@@ -56,7 +56,8 @@ def test_browser_upload_flow(tiny_run: Path, nih_sample: Path, tmp_path: Path) -
     shot = REPO / "docs" / "img" / "serve_screenshot.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
 
-    with BackgroundServer(create_app(tiny_run)) as url, sync_playwright() as pw:
+    # max_heatmaps=1: the first label's map comes with the result, the others are fetched when toggled
+    with BackgroundServer(create_app(tiny_run, max_heatmaps=1)) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 860})
@@ -76,6 +77,14 @@ def test_browser_upload_flow(tiny_run: Path, nih_sample: Path, tmp_path: Path) -
             expect(page.locator("#heatmap-overlay")).to_be_visible()
             assert page.locator("#heatmap-overlay").evaluate("img => img.complete && img.naturalWidth > 0")
             expect(page.locator("#viewer-caption")).to_contain_text("Heatmap")
+            last = page.locator(".hm-toggle").last  # not computed yet: fetched on demand
+            last.click()
+            expect(last).to_have_attribute("aria-pressed", "true", timeout=60_000)
+            expect(toggle).to_have_attribute("aria-pressed", "false")
+            label = last.get_attribute("data-label")
+            expect(page.locator("#viewer-caption")).to_contain_text(label)
+            toggle.click()
+            expect(toggle).to_have_attribute("aria-pressed", "true")
             expect(page.locator("#disclaimer")).to_be_visible()
             page.screenshot(path=str(shot), full_page=True)
 

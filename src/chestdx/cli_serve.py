@@ -15,14 +15,21 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _predictor(model: Path):
+THREADS_HELP = "CPU threads for inference (default: library default; use 1 on a machine whose cores are busy)."
+
+
+def _predictor(model: Path, threads: int | None = None):
     """A run dir -> torch Predictor; a .onnx file -> OnnxPredictor (no torch needed, no heatmaps)."""
     if model.suffix == ".onnx":
         from chestdx.serve.onnx_predictor import OnnxPredictor
 
-        return OnnxPredictor(model)
+        return OnnxPredictor(model, threads=threads)
+    import torch
+
     from chestdx.inference import Predictor
 
+    if threads:
+        torch.set_num_threads(threads)
     return Predictor.from_run(model)
 
 
@@ -32,6 +39,7 @@ def predict(run_dir: Path = typer.Argument(..., help="Run directory (or an expor
             heatmaps: Path | None = typer.Option(None, "--heatmaps", help="Write Grad-CAM overlays to this folder."),
             batch_size: int = typer.Option(16, "--batch-size", help="Images per forward pass."),
             progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+            threads: int | None = typer.Option(None, help=THREADS_HELP),
             ) -> None:
     """Predict PNG/JPEG/DICOM files and folders; unreadable files become rows with the reason in `error`.
 
@@ -50,7 +58,7 @@ def predict(run_dir: Path = typer.Argument(..., help="Run directory (or an expor
     if out.suffix.lower() not in (".csv", ".json"):
         _fail(f"--out must end in .csv or .json, got {out}")
     try:
-        predictor = _predictor(run_dir)
+        predictor = _predictor(run_dir, threads)
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
     if heatmaps is not None and not hasattr(predictor, "heatmaps"):
@@ -75,6 +83,7 @@ def serve(run_dir: Path = typer.Argument(..., help="Run directory (or an exporte
           host: str = typer.Option("127.0.0.1", help="Interface to bind (keep 127.0.0.1 unless behind a proxy)."),
           port: int = typer.Option(8000, help="TCP port."),
           max_upload_mb: float = typer.Option(32.0, help="Largest accepted upload in MiB (413 beyond)."),
+          threads: int | None = typer.Option(None, help=THREADS_HELP),
           ) -> None:
     """Web page + JSON API (POST /api/predict, GET /api/health, GET /api/model; docs at /docs).
 
@@ -89,7 +98,7 @@ def serve(run_dir: Path = typer.Argument(..., help="Run directory (or an exporte
     from chestdx.serve.app import create_app
 
     try:
-        app = create_app(run_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+        app = create_app(_predictor(run_dir, threads), max_upload_bytes=int(max_upload_mb * 1024 * 1024))
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
     console.print(f"chestdx serving {run_dir} on http://{host}:{port}/  (API docs: /docs)")

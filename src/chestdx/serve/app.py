@@ -138,23 +138,22 @@ def _heatmap_labels(pred: Any, labels: list[str], spec: str, limit: int) -> list
         return []
     if spec == "all":
         return list(labels)
-    if spec == "auto":
+    if spec == "auto":  # the most probable positive findings first, then the most probable others
         top = sorted(labels, key=lambda lb: -pred.probabilities[lb])
-        chosen = list(pred.findings)[:limit]
-        chosen += [lb for lb in top if lb not in chosen][:max(0, limit - len(chosen))]
-        return chosen
+        return ([lb for lb in top if lb in pred.findings] + [lb for lb in top if lb not in pred.findings])[:limit]
     return [lb for lb in (s.strip() for s in spec.split(",")) if lb in labels]
 
 
 def _predict_one(predictor: Any, data: bytes, name: str, heatmaps: str, preview: bool, method: str,
                  max_heatmaps: int, can_explain: bool) -> dict[str, Any]:
     pred, image = predictor.predict_bytes(data, name)
-    maps: dict[str, str] = {}
+    maps: dict[str, str | None] = {}
     wanted = _heatmap_labels(pred, predictor.labels, heatmaps, max_heatmaps) if can_explain else []
     if wanted:
         u8 = predictor.preprocess(image)[None].repeat(len(wanted), axis=0)
         hm = predictor.heatmaps(u8, [predictor.labels.index(lb) for lb in wanted], method=method)
-        maps = {lb: heatmap_png(h) for lb, h in zip(wanted, hm, strict=True)}
+        # None = an empty Grad-CAM map (no region increased this label's score)
+        maps = {lb: heatmap_png(h) if float(h.max()) > 0 else None for lb, h in zip(wanted, hm, strict=True)}
     rows = [{"label": lb, "probability": pred.probabilities[lb], "raw_probability": pred.raw_probabilities[lb],
              "threshold": pred.thresholds.get(lb), "positive": lb in pred.findings} for lb in predictor.labels]
     out: dict[str, Any] = {

@@ -2,9 +2,9 @@
 
 Graph: input ``image`` (B, 1, S, S) float32 pixels in [0, 1] (normalization is inside the graph), optional
 ``meta`` (B, 2*len(metadata)) when the model fuses metadata; outputs ``logits`` (B, L) and, when the run has
-a fitted OOD gate, ``ood_d2`` (B,) = squared Mahalanobis distance of the pooled features (mean and precision
-are graph constants, so the sidecar stays small). The batch axis is dynamic. Uses the TorchScript-based
-exporter (``dynamo=False``, opset 17): it works offline with no onnxscript dependency.
+a fitted OOD gate, ``ood_d2`` (B,) = squared Mahalanobis distance of the (L2-normalized) pooled features
+(mean and precision are graph constants, so the sidecar stays small). The batch axis is dynamic. Uses the
+TorchScript-based exporter (``dynamo=False``, opset 17): it works offline with no onnxscript dependency.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class ExportNet(nn.Module):
         super().__init__()
         self.net = net
         self.has_ood = ood is not None
+        self.l2 = ood is not None and ood.normalize == "l2"
         self._feats: list[torch.Tensor] = []
         if ood is not None:
             self.register_buffer("ood_mean", torch.from_numpy(np.asarray(ood.mean, np.float32)))
@@ -43,7 +44,10 @@ class ExportNet(nn.Module):
         logits = self.net(image, meta)
         if not self.has_ood:
             return logits
-        d = self._feats[-1] - self.ood_mean
+        f = self._feats[-1]
+        if self.l2:
+            f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        d = f - self.ood_mean
         return logits, ((d @ self.ood_precision) * d).sum(dim=1)
 
 

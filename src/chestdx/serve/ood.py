@@ -2,11 +2,14 @@
 
 Method (why this one):
 
-1. **Feature-space Mahalanobis distance** (Lee et al., NeurIPS 2018) of the model's pooled backbone features
-   to the *training split's* feature distribution: mean + Ledoit-Wolf shrinkage covariance (stable with
-   fewer images than feature dimensions). It needs no extra model and no invented "negative" training set,
-   it uses exactly the representation the classifier decides from (a photo, a lateral view or a blank page
-   lands far from the CXR cloud), and it is one matrix product at inference (cheap, exportable to ONNX).
+1. **Feature-space Mahalanobis distance** (Lee et al., NeurIPS 2018) of the model's pooled backbone features,
+   L2-normalized, to the *training split's* feature distribution: mean + Ledoit-Wolf shrinkage covariance
+   (stable with fewer images than feature dimensions, no tuning knob). It needs no extra model and no
+   invented "negative" training set, it uses exactly the representation the classifier decides from (a photo,
+   a lateral view or a blank page lands far from the CXR cloud), and it is one matrix product at inference
+   (cheap, exportable to ONNX). The L2 normalization (direction, not magnitude, of the feature vector) was
+   chosen on validation CXRs vs a separately seeded set of synthetic negatives: AUROC 0.99 vs 0.85 without
+   it for an EfficientNet-Lite0 NIH run (docs/serving.md).
    The threshold is the 99th percentile (``quantile``) of the distances of the *validation* CXRs, so about
    1% of in-distribution images are flagged by construction. ``ood_score`` = distance / threshold distance:
    > 1 means "further from the training X-rays than 99% of validation X-rays".
@@ -27,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-METHOD = "mahalanobis-ledoitwolf/1"
+METHOD = "mahalanobis-ledoitwolf-l2/1"
 #: Image-statistics limits (fractions of the [0, 1] range).
 BLANK_STD = 0.02
 COLOUR_SPREAD = 0.05
@@ -37,7 +40,8 @@ MAX_ASPECT = 2.0
 @dataclass
 class OODStats:
     """Fitted feature statistics: ``mean`` (F,), ``precision`` (F, F) = inverse shrinkage covariance,
-    ``threshold`` = squared distance at ``quantile`` of validation CXRs."""
+    ``threshold`` = squared distance at ``quantile`` of validation CXRs; ``normalize`` = "l2" or "none"
+    (applied to the features before the distance)."""
 
     mean: np.ndarray
     precision: np.ndarray
@@ -48,13 +52,14 @@ class OODStats:
     shrinkage: float | None = None
     method: str = METHOD
     summary: dict[str, Any] = field(default_factory=dict)
+    normalize: str = "l2"
 
     def to_dict(self, arrays: bool = True) -> dict[str, Any]:
         """Checkpoint form (arrays kept as float32 numpy when ``arrays``; omitted otherwise, e.g. for JSON)."""
         out: dict[str, Any] = {"method": self.method, "threshold": float(self.threshold),
                                "quantile": self.quantile, "n_train": self.n_train, "n_val": self.n_val,
                                "shrinkage": self.shrinkage, "feature_dim": int(self.mean.shape[0]),
-                               "summary": self.summary}
+                               "normalize": self.normalize, "summary": self.summary}
         if arrays:
             out["mean"] = np.asarray(self.mean, np.float32)
             out["precision"] = np.asarray(self.precision, np.float32)
@@ -66,32 +71,45 @@ class OODStats:
         return cls(mean=np.asarray(d["mean"], np.float32), precision=np.asarray(d["precision"], np.float32),
                    threshold=float(d["threshold"]), quantile=float(d.get("quantile", 0.99)),
                    n_train=int(d.get("n_train", 0)), n_val=int(d.get("n_val", 0)), shrinkage=d.get("shrinkage"),
-                   method=str(d.get("method", METHOD)), summary=dict(d.get("summary") or {}))
+                   method=str(d.get("method", METHOD)), summary=dict(d.get("summary") or {}),
+                   normalize=str(d.get("normalize", "none")))
+
+
+def prepare(features: np.ndarray, normalize: str) -> np.ndarray:
+    """Features (B, F) as float64, L2-normalized per row when ``normalize == "l2"``."""
+    f = np.asarray(features, np.float64)
+    if normalize == "l2":
+        f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    elif normalize != "none":
+        raise ValueError(f"unknown feature normalization {normalize!r}")
+    return f
 
 
 def mahalanobis_sq(features: np.ndarray, stats: OODStats) -> np.ndarray:
     """Squared Mahalanobis distance (B,) of features (B, F) to the training distribution."""
-    d = np.asarray(features, np.float64) - stats.mean.astype(np.float64)
+    d = prepare(features, stats.normalize) - stats.mean.astype(np.float64)
     return np.einsum("bi,ij,bj->b", d, stats.precision.astype(np.float64), d)
 
 
-def fit_stats(train_features: np.ndarray, val_features: np.ndarray, quantile: float = 0.99) -> OODStats:
+def fit_stats(train_features: np.ndarray, val_features: np.ndarray, quantile: float = 0.99,
+              normalize: str = "l2") -> OODStats:
     """Fit mean + Ledoit-Wolf covariance on training features; threshold at ``quantile`` of validation distances."""
     from sklearn.covariance import LedoitWolf
 
-    train = np.asarray(train_features, np.float64)
+    train = prepare(train_features, normalize)
     if train.ndim != 2 or len(train) < 2:
         raise ValueError(f"need >= 2 training feature rows, got shape {train.shape}")
     lw = LedoitWolf().fit(train)
     stats = OODStats(mean=lw.location_.astype(np.float32), precision=lw.precision_.astype(np.float32),
                      threshold=1.0, quantile=quantile, n_train=len(train), n_val=len(val_features),
-                     shrinkage=float(lw.shrinkage_))
-    val = np.asarray(val_features, np.float64)
+                     shrinkage=float(lw.shrinkage_), normalize="none")
+    val = prepare(val_features, normalize) if len(val_features) else np.zeros((0, train.shape[1]))
     ref = mahalanobis_sq(val, stats) if len(val) else mahalanobis_sq(train, stats)
     stats.threshold = float(np.quantile(ref, quantile))
     q = [0.5, 0.9, 0.99, 1.0]
     stats.summary = {"val_d2_quantiles": dict(zip(map(str, q), np.quantile(ref, q).round(3).tolist(), strict=True)),
                      "train_d2_median": float(np.median(mahalanobis_sq(train, stats)))}
+    stats.normalize = normalize  # the arrays above were computed on already-normalized features
     return stats
 
 

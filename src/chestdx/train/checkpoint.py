@@ -62,6 +62,6 @@ def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
 
     model = build_model(payload["arch"], len(payload["labels"]), pretrained=None,
                         freeze=payload.get("freeze", "none"), metadata=tuple(payload.get("metadata", ())),
-                        **({"input_size": payload["input_size"]} if payload["arch"] == "vit_b16" else {}))
+                        input_size=int(payload["input_size"]))
     model.load_state_dict(payload["state_dict"], strict=True)
     return model.eval()

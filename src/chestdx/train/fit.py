@@ -75,7 +75,7 @@ def build_module(config: dict[str, Any], data: PreparedData) -> ChestModule:
 
     mc = config["model"]
     model = build_model(mc["arch"], len(data.labels), pretrained=mc.get("pretrained"), freeze=mc.get("freeze", "none"),
-                        metadata=tuple(mc.get("metadata") or ()))
+                        metadata=tuple(mc.get("metadata") or ()), input_size=int(config["image_size"]))
     train = data.table[data.table["split"] == "train"]
     loss = build_loss(config["loss"], train[data.labels].to_numpy())
     return ChestModule(model, loss, config["optimizer"], config["scheduler"], data.labels)
