@@ -175,7 +175,7 @@ def bench_ood(run: Path, n: int, seed: int) -> dict:
     import pandas as pd
 
     from chestdx.inference import Predictor
-    from chestdx.serve.ood_fit import fit_run_ood
+    from chestdx.inference.ood_fit import fit_run_ood
 
     pred = Predictor.from_run(run)
     fitted_here = pred.ood is None

@@ -49,12 +49,32 @@ def _train_eval(name: str, preset: str, overrides: list[str], out: Path, split_c
     t = time.perf_counter()
     if (run / "checkpoints" / "last.ckpt").exists() and not (run / "model.pt").exists():
         fit({}, run, resume=True)  # an interrupted study run continues where it stopped
+        _record_time(out, f"train {name}", time.perf_counter() - t, add=True)
     elif not (reuse and (run / "model.pt").exists()):
         sets = ["progress=false", *overrides] + ([f"data={data}"] if data else [])
         fit(load_config(preset, sets), run, split_csv=split_csv)
-    train_s = time.perf_counter() - t
+        _record_time(out, f"train {name}", time.perf_counter() - t)
+    t = time.perf_counter()
     metrics = evaluate_run(run, n_boot=1000, show_progress=False)
-    return run, metrics, train_s
+    _record_time(out, f"evaluate {name}", time.perf_counter() - t)
+    return run, metrics, _stage_times(out).get(f"train {name}", float("nan"))
+
+
+def _stage_times(out: Path) -> dict[str, float]:
+    path = out / "timings.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _record_time(out: Path, stage: str, seconds: float, add: bool = False) -> None:
+    """Keep every stage's wall time in OUT/timings.json, so a resumed study still reports all of them."""
+    times = _stage_times(out)
+    times[stage] = round(seconds + (times.get(stage, 0.0) if add else 0.0), 1)
+    (out / "timings.json").write_text(json.dumps(times, indent=1))
+
+
+def _epochs(run: Path) -> str:
+    summary = json.loads((run / "train_summary.json").read_text())
+    return f"{summary['epochs_run']}, best {summary['best_epoch']}"
 
 
 def _fmt_ci(value, ci) -> str:
@@ -119,7 +139,6 @@ def main() -> None:
     args = ap.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
 
     split_csv = out / "nih_split.csv"
     if not split_csv.exists():
@@ -136,8 +155,10 @@ def main() -> None:
         print(f"{name}: macro AUROC {metrics['macro'].get('auroc')} ({secs:.0f} s)", flush=True)
 
     compares = {}
+    t = time.perf_counter()
     for a, b in COMPARISONS:
         compares[(a, b)] = compare_runs([out / a, out / b], out / f"compare_{a}_vs_{b}", n_boot=1000)
+    _record_time(out, "compare", time.perf_counter() - t)
 
     kname, kpreset, kover = KERMANY_RUN
     kreuse = args.reuse or (args.only is not None and kname not in args.only)
@@ -148,11 +169,15 @@ def main() -> None:
            for n in ("seed", "default", "densenet121", "default_metadata")}
     best_cnn = max(cnn, key=lambda n: cnn[n] or 0)
     loc = {}
+    t = time.perf_counter()
     for name in (best_cnn, "vit_b16"):
         loc[name] = localize_run(out / name, BOXES, out / name / "localization", split="test", show_progress=False)
+    _record_time(out, "localize", time.perf_counter() - t)
+    t = time.perf_counter()
     report = build_report(out / best_cnn)
+    _record_time(out, "report", time.perf_counter() - t)
 
-    total = time.perf_counter() - start
+    total = sum(_stage_times(out).values())
     _write_results(out, results, timings, compares, kmetrics, ksecs, cnn, best_cnn, loc, report, total)
 
 
@@ -166,7 +191,8 @@ def _write_results(out, results, timings, compares, kmetrics, ksecs, cnn, best_c
         "# Results on real data",
         "",
         f"Produced by `python scripts/study.py` on {time.strftime('%Y-%m-%d')} in {total / 60:.0f} min on this "
-        "machine (2 CPU cores, no GPU). Every number below is written by that script; rerun it to reproduce.",
+        "machine (2 CPU cores, no GPU; the sum of the stage times kept in `runs/study/timings.json`). Every number "
+        "below is written by that script; rerun it to reproduce.",
         "",
         "> Decision-support research results on tiny data. Not evidence of clinical performance.",
         "",
@@ -190,7 +216,8 @@ def _write_results(out, results, timings, compares, kmetrics, ksecs, cnn, best_c
         "",
         _auroc_table(results),
         "",
-        "Training time on this machine: " + ", ".join(f"{n} {s / 60:.1f} min" for n, s in timings.items()) + ".",
+        "Training time on this machine: " + ", ".join(
+            f"{n} {s / 60:.1f} min ({_epochs(out / n)} epochs)" for n, s in timings.items()) + ".",
         "",
         "## Calibration (temperature fitted on validation)",
         "",

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from chestdx.inference import Predictor
-from chestdx.serve.ood import OODStats, assess, colour_spread, fit_stats, image_checks, mahalanobis_sq, scores
+from chestdx.inference.ood import OODStats, assess, colour_spread, fit_stats, image_checks, mahalanobis_sq, scores
 
 
 def _png(arr: np.ndarray) -> bytes:

@@ -83,7 +83,7 @@ def test_not_estimable_label_is_spelled_out(report_run, tmp_path):
 def test_helpers(report_run):
     run, _ = report_run
     ep = epoch_table(run / "logs" / "metrics.csv")
-    assert list(ep["epoch"]) == [0, 1] and ep[["train_loss", "val_loss", "val_macro_auroc"]].notna().all().all()
+    assert list(ep["epoch"]) == [1, 2] and ep[["train_loss", "val_loss", "val_macro_auroc"]].notna().all().all()
     assert calibrated([0.5], 2.0)[0] == pytest.approx(0.5)
     pred = pd.DataFrame({"split": "test", "A": [1, 1, 0, 0], "prob_A": [0.9, 0.2, 0.8, 0.1]})
     picks = pick_examples(pred, "A", 0.5, 1.0)

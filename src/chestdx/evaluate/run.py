@@ -114,7 +114,7 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, split: str = "
 def _fit_ood(predictor: Predictor, table: pd.DataFrame, cache_root: str | Path | None, seed: int,
              show_progress: bool) -> dict[str, Any] | None:
     """OOD gate statistics (train-split features, val-split threshold); None, with a warning, if it cannot fit."""
-    from chestdx.serve.ood_fit import fit_run_ood, ood_payload  # the gate lives with serving
+    from chestdx.inference.ood_fit import fit_run_ood, ood_payload
 
     try:
         return ood_payload(fit_run_ood(predictor, table, cache_root, seed=seed, show_progress=show_progress))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,41 +12,13 @@ import numpy as np
 import torch
 
 from chestdx.data.transforms import to_uint8_square
+from chestdx.inference.prediction import DISCLAIMER, Prediction
 from chestdx.io import ImageReadError, decode_image_bytes
 from chestdx.io.reader import read_bytes
 from chestdx.models.inference import InferenceNet
 from chestdx.train.checkpoint import model_from_checkpoint, read_checkpoint
 
 log = logging.getLogger(__name__)
-
-DISCLAIMER = ("Decision support only: probabilities from a research model, not a diagnosis. "
-              "A qualified clinician must review the image.")
-
-
-@dataclass
-class Prediction:
-    """Per-image output: calibrated probabilities, thresholds, positive findings, optional heatmaps."""
-
-    source: str
-    probabilities: dict[str, float] = field(default_factory=dict)  # temperature-scaled
-    raw_probabilities: dict[str, float] = field(default_factory=dict)  # plain sigmoid (as in predictions.csv)
-    thresholds: dict[str, float | None] = field(default_factory=dict)
-    findings: list[str] = field(default_factory=list)  # labels with probability >= threshold
-    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # label -> (S,S) in [0,1]
-    error: str | None = None
-    # out-of-distribution gate (chestdx.serve.ood): score > 1 or an image-statistics reason -> flag
-    ood_score: float | None = None  # None when the run has no fitted OOD statistics
-    ood_flag: bool = False
-    ood_reasons: list[str] = field(default_factory=list)
-    warning: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "probabilities": self.probabilities,
-                "raw_probabilities": self.raw_probabilities, "thresholds": self.thresholds,
-                "findings": self.findings, "error": self.error, "ood_score": self.ood_score,
-                "ood_flag": self.ood_flag, "ood_reasons": self.ood_reasons, "warning": self.warning,
-                "note": DISCLAIMER}
-
 
 class Predictor:
     """Loads ``RUN_DIR/model.pt`` and applies exactly the training-time preprocessing."""
@@ -164,7 +135,7 @@ class Predictor:
     @staticmethod
     def _load(item: str | Path | np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Decode a file (or take an array) -> ([0,1] image, OOD image-statistics reasons)."""
-        from chestdx.serve.ood import colour_spread, image_checks
+        from chestdx.inference.ood import colour_spread, image_checks
 
         if isinstance(item, np.ndarray):
             return item, image_checks(item)
@@ -178,7 +149,7 @@ class Predictor:
 
         Raises :class:`ImageReadError` for undecodable data (the web app maps it to an HTTP status).
         """
-        from chestdx.serve.ood import colour_spread, image_checks
+        from chestdx.inference.ood import colour_spread, image_checks
 
         img = decode_image_bytes(data, name)
         pred = Prediction(source=name, ood_reasons=image_checks(img, colour_spread(data)))
@@ -215,13 +186,13 @@ class Predictor:
     def _ood_scores(self, feats: np.ndarray | None) -> np.ndarray | None:
         if self.ood is None or feats is None:
             return None
-        from chestdx.serve.ood import mahalanobis_sq, scores
+        from chestdx.inference.ood import mahalanobis_sq, scores
 
         return scores(mahalanobis_sq(feats, self.ood), self.ood)
 
     @staticmethod
     def _gate(p: Prediction, score: float | None) -> None:
-        from chestdx.serve.ood import assess
+        from chestdx.inference.ood import assess
 
         res = assess(score, p.ood_reasons)
         p.ood_score, p.ood_flag, p.ood_reasons, p.warning = res.score, res.flag, res.reasons, res.warning
@@ -236,10 +207,10 @@ class Predictor:
 
 
 def _ood_stats(d: dict[str, Any] | None) -> Any:
-    """The checkpoint's fitted OOD statistics (``chestdx.serve.ood.OODStats``) or None."""
+    """The checkpoint's fitted OOD statistics (``chestdx.inference.ood.OODStats``) or None."""
     if not d:
         return None
-    from chestdx.serve.ood import OODStats
+    from chestdx.inference.ood import OODStats
 
     return OODStats.from_dict({k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in d.items()})
 

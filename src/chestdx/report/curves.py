@@ -12,13 +12,16 @@ COLUMNS = ("train_loss", "val_loss", "val_macro_auroc")
 
 
 def epoch_table(metrics_csv: str | Path) -> pd.DataFrame:
-    """One row per epoch (the CSVLogger writes train and val values on separate rows)."""
+    """One row per epoch, numbered from 1 (the CSVLogger counts from 0 and writes train and val values on
+    separate rows)."""
     raw = pd.read_csv(metrics_csv)
     if "epoch" not in raw.columns:
         raise ValueError(f"{metrics_csv}: no epoch column")
     cols = [c for c in COLUMNS if c in raw.columns]
-    return raw.groupby("epoch", as_index=False)[cols].agg(lambda s: s.dropna().iloc[-1] if s.notna().any()
-                                                          else float("nan"))
+    table = raw.groupby("epoch", as_index=False)[cols].agg(lambda s: s.dropna().iloc[-1] if s.notna().any()
+                                                           else float("nan"))
+    table["epoch"] = table["epoch"].astype(int) + 1
+    return table
 
 
 def training_curves(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path] | None:

@@ -1,7 +1,7 @@
 """Serving on top of :class:`chestdx.inference.Predictor`.
 
 Modules (imported on demand; this package itself imports nothing, so the torch-free ones stay torch-free):
-``batch`` (``chestdx predict``), ``ood`` (out-of-distribution gate, numpy only), ``ood_fit`` (fit it for a run),
-``app`` + ``static/index.html`` (web app), ``uploads`` (in-memory multipart), ``images`` (PNG encodings),
-``server`` (uvicorn in a thread), ``onnx_export`` (torch) and ``onnx_predictor`` (onnxruntime, no torch).
+``batch`` (``chestdx predict``), ``app`` + ``static/index.html`` (web app), ``uploads`` (in-memory multipart),
+``images`` (PNG encodings), ``server`` (uvicorn in a thread), ``onnx_export`` (torch) and ``onnx_predictor``
+(onnxruntime, no torch).
 """

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from chestdx.inference import DISCLAIMER, Predictor
-from chestdx.serve.ood import OODStats
+from chestdx.inference.ood import OODStats
 
 SIDECAR_FORMAT = "chestdx-onnx/1"
 OPSET = 17

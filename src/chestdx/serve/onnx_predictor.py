@@ -1,7 +1,7 @@
 """``OnnxPredictor``: the Predictor's outputs (no heatmaps) from an exported ONNX model, without torch.
 
 Imports only numpy, Pillow, onnxruntime and chestdx's torch-free modules (``chestdx.io``,
-``chestdx.data.transforms``, ``chestdx.serve.ood``). Same decoding, same resize, same temperature, thresholds
+``chestdx.data.transforms``, ``chestdx.inference.ood``). Same decoding, same resize, same temperature, thresholds
 and OOD gate as the torch :class:`chestdx.inference.Predictor`.
 """
 
@@ -9,43 +9,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from chestdx.data.transforms import to_uint8_square
+from chestdx.inference.ood import assess, colour_spread, image_checks
+from chestdx.inference.prediction import DISCLAIMER, Prediction
 from chestdx.io import ImageReadError, decode_image_bytes
 from chestdx.io.reader import read_bytes
-from chestdx.serve.ood import assess, colour_spread, image_checks
 
-DISCLAIMER = ("Decision support only: probabilities from a research model, not a diagnosis. "
-              "A qualified clinician must review the image.")
-
-
-@dataclass
-class OnnxPrediction:
-    """Same fields as :class:`chestdx.inference.Prediction` (``heatmaps`` always empty)."""
-
-    source: str
-    probabilities: dict[str, float] = field(default_factory=dict)
-    raw_probabilities: dict[str, float] = field(default_factory=dict)
-    thresholds: dict[str, float | None] = field(default_factory=dict)
-    findings: list[str] = field(default_factory=list)
-    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
-    error: str | None = None
-    ood_score: float | None = None
-    ood_flag: bool = False
-    ood_reasons: list[str] = field(default_factory=list)
-    warning: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "probabilities": self.probabilities,
-                "raw_probabilities": self.raw_probabilities, "thresholds": self.thresholds,
-                "findings": self.findings, "error": self.error, "ood_score": self.ood_score,
-                "ood_flag": self.ood_flag, "ood_reasons": self.ood_reasons, "warning": self.warning,
-                "note": DISCLAIMER}
+#: Same result type as the torch Predictor (``heatmaps`` always empty here: Grad-CAM needs gradients).
+OnnxPrediction = Prediction
 
 
 class OnnxPredictor:

@@ -49,8 +49,8 @@ class EpochSummary(Callback):
         m = trainer.callback_metrics
         get = lambda k: float(m[k]) if k in m else float("nan")  # noqa: E731
         rate = self._images / max(time.perf_counter() - self._start, 1e-9)
-        log.info("epoch %d: train_loss %.4f  val_loss %.4f  val_macro_auroc %.4f  %.1f img/s (incl. validation)",
-                 trainer.current_epoch, get("train_loss"), get("val_loss"), get(MONITOR), rate)
+        log.info("epoch %d/%d: train_loss %.4f  val_loss %.4f  val_macro_auroc %.4f  %.1f img/s (incl. validation)",
+                 trainer.current_epoch + 1, trainer.max_epochs, get("train_loss"), get("val_loss"), get(MONITOR), rate)
 
 
 def _precision(config: dict[str, Any]) -> str:
@@ -165,7 +165,7 @@ def fit(config: dict[str, Any], out_dir: str | Path, split_csv: str | Path | Non
         if best.exists():  # restore the best weights, not the last ones
             state = torch.load(best, map_location="cpu", weights_only=False)
             module.load_state_dict(state["state_dict"])
-            best_epoch = int(state["epoch"])
+            best_epoch = int(state["epoch"]) + 1  # 1-based, as in the report's curves
         save_checkpoint(run / CHECKPOINT_NAME, module.model.cpu(), data.labels, config)
         val_per_label = validation_auroc_per_label(module, data, config)
         checkpoint_cb = next(c for c in callbacks if isinstance(c, ModelCheckpoint))

@@ -12,7 +12,7 @@ import pandas as pd
 
 from chestdx.data.pipeline import cache_table
 from chestdx.inference import Predictor
-from chestdx.serve.ood import OODStats, fit_stats
+from chestdx.inference.ood import OODStats, fit_stats
 
 log = logging.getLogger(__name__)
 
