@@ -44,8 +44,8 @@ class CXRDataset(Dataset):
                  meta: np.ndarray | None = None, augment: AugmentConfig | None = None, seed: int = 0):
         self.pixels = pixels
         self.slots = np.asarray(slots, dtype=np.int64)
-        self.labels = np.asarray(labels, dtype=np.float32)
-        self.meta = (np.asarray(meta, dtype=np.float32) if meta is not None
+        self.labels = np.array(labels, dtype=np.float32)  # own writable copy (torch.from_numpy)
+        self.meta = (np.array(meta, dtype=np.float32) if meta is not None
                      else np.zeros((len(self.slots), 0), np.float32))
         if not (len(self.slots) == len(self.labels) == len(self.meta)):
             raise ValueError("slots, labels and meta must have the same length")
