@@ -8,6 +8,7 @@ Prints one JSON line.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -36,24 +37,33 @@ class _Clock(Callback):
             self.end = time.perf_counter()
 
 
-def _setup(dataset: str, arch: str, size: int, batch: int):
+def _setup(dataset: str, arch: str, size: int, batch: int, extra: tuple[str, ...] = ()):
     from chestdx.train.config import load_config
     from chestdx.train.data_setup import prepare_data
     from chestdx.train.fit import build_module
 
     cfg = load_config("default", [f"data={data_root() / dataset}", f"model.arch={arch}", f"image_size={size}",
                                   f"batch_size={batch}", "progress=false", "model.pretrained=null",
-                                  "model.freeze=none"])
+                                  "model.freeze=none", "scheduler.name=none", *extra])
     data = prepare_data(cfg, show_progress=False)
     return cfg, data, build_module(cfg, data)
 
 
-def bench_ratio(arch: str, size: int = 224, batch: int = 16, steps: int = 8) -> dict:
-    """img/s of the real training loop divided by img/s of the model alone on an in-memory batch."""
-    cfg, data, module = _setup("nih-sample", arch, size, batch)
+def bench_ratio(arch: str, size: int = 224, batch: int = 16, steps: int = 12, rounds: int = 3,
+                extra: tuple[str, ...] = ()) -> dict:
+    """img/s of the real training loop divided by img/s of the model alone on an in-memory batch.
+
+    Model-only and Lightning loops alternate for ``rounds`` rounds and the medians are compared, so drift of
+    a shared machine does not bias the ratio; the loader alone is timed too (ms per batch)."""
+    from chestdx.train.fit import _loader
+
+    cfg, data, module = _setup("nih-sample", arch, size, batch, extra)
     ds = data.dataset("train", cfg, augment=True)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True)
-    x, y, meta = next(iter(loader))
+    loader = _loader(ds, cfg, shuffle=True)  # the loader `chestdx train` uses (workers, seeding, drop_last)
+    t = time.perf_counter()
+    batches = list(itertools.islice(loader, steps + 1))
+    x, y, meta = batches[-1]  # the model-only loop reuses this in-memory batch
+    loader_ms = 1000 * (time.perf_counter() - t) / (steps + 1)
     opt = module.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt
     module.train()
@@ -63,20 +73,32 @@ def bench_ratio(arch: str, size: int = 224, batch: int = 16, steps: int = 8) -> 
         module.loss_fn(module(x, meta), y).backward()
         opt.step()
 
-    step()  # warmup
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    model_only = steps * batch / (time.perf_counter() - t)
+    def model_only() -> float:
+        step()  # warmup
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return steps * batch / (time.perf_counter() - t)
 
-    clock = _Clock(warmup=1)
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=steps + 1, limit_val_batches=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[clock], accelerator="cpu", devices=1)
-    trainer.fit(module, loader)
-    full = clock.images / (clock.end - clock.start)
-    return {"arch": arch, "size": size, "batch": batch, "steps": steps, "model_only_img_per_s": model_only,
-            "training_loop_img_per_s": full, "ratio": full / model_only}
+    def training_loop() -> float:
+        clock = _Clock(warmup=1)
+        trainer = L.Trainer(max_epochs=1, limit_train_batches=steps + 1, limit_val_batches=0, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            callbacks=[clock], accelerator="cpu", devices=1)
+        trainer.fit(module, loader)
+        return clock.images / (clock.end - clock.start)
+
+    # interleaved rounds, medians: a shared machine drifts by several % between identical runs
+    alone, full = [], []
+    for _ in range(rounds):
+        alone.append(model_only())
+        full.append(training_loop())
+    reference, loop = float(np.median(alone)), float(np.median(full))
+    return {"arch": arch, "size": size, "batch": batch, "steps": steps, "rounds": rounds,
+            "num_workers": int(cfg["num_workers"]), "model_only_img_per_s": reference,
+            "model_only_spread": (max(alone) - min(alone)) / reference, "training_loop_img_per_s": loop,
+            "loader_only_ms_per_batch": loader_ms, "loader_share_of_step": loader_ms / 1000 / (batch / reference),
+            "ratio": loop / reference}
 
 
 def bench_rss(dataset: str, size: int = 224, batch: int = 32) -> dict:
@@ -98,5 +120,5 @@ def bench_rss(dataset: str, size: int = 224, batch: int = 32) -> dict:
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    kind, arg = sys.argv[1], sys.argv[2]
-    print(json.dumps(bench_ratio(arg) if kind == "ratio" else bench_rss(arg)))
+    kind, arg, extra = sys.argv[1], sys.argv[2], tuple(sys.argv[3:])  # extra: config overrides, e.g. num_workers=1
+    print(json.dumps(bench_ratio(arg, extra=extra) if kind == "ratio" else bench_rss(arg)))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from monai.data import get_track_meta, set_track_meta
 from monai.transforms import RandAffine
 from torch.utils.data import Dataset
 
@@ -30,6 +31,8 @@ class AugmentConfig:
             scale_range=(self.zoom, self.zoom),
             padding_mode=self.padding_mode,
             mode="bilinear",
+            spatial_size=(size, size),
+            cache_grid=True,  # the base grid is built once, not per image
         )
 
 
@@ -65,6 +68,11 @@ class CXRDataset(Dataset):
         x = torch.from_numpy(np.array(self.pixels[self.slots[i]], dtype=np.float32) / 255.0)[None]
         if self._affine is not None:
             self._affine.set_random_state(seed=(self.seed * 1_000_003 + self.epoch * 7919 + i) % (2**32))
-            out = self._affine(x)
+            tracking = get_track_meta()
+            set_track_meta(False)  # plain tensors: MONAI's metadata tracking costs ~30% of the transform here
+            try:
+                out = self._affine(x)
+            finally:
+                set_track_meta(tracking)
             x = (out.as_tensor() if hasattr(out, "as_tensor") else out).clamp_(0.0, 1.0).float()
         return x, torch.from_numpy(self.labels[i]), torch.from_numpy(self.meta[i])
