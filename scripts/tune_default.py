@@ -94,7 +94,9 @@ def main() -> None:
         secs = seconds[r.variant]
         lines.append(f"| {r.variant} | `{r.overrides}` | {r[2]:.3f} | {r[3]:.3f} | {r[4]} / {r[5]} | "
                      + (f"{secs / 60:.1f}" if secs else "(study run)") + " |")
-    lines += ["", ("**Decision:** adopt " + f"`{best['variant']}`" if adopt else
+    lines += ["", (f"**Decision:** the rule selects `{best['variant']}` ({best[key] - ref:+.3f} vs the preset). "
+                   "Applying it means changing `configs/default.yaml` and rerunning `scripts/study.py`, whose "
+                   "published numbers are for the current preset" if adopt else
                    f"**Decision:** keep the preset (best variant `{best['variant']}`, "
                    f"{best[key] - ref:+.3f} vs the preset: within the {MARGIN} margin)")
               + ". With 76 validation images these differences are mostly noise; a larger validation set "
