@@ -77,14 +77,19 @@ def _record_time(out: Path, stage: str, seconds: float, add: bool = False) -> No
     (out / "timings.json").write_text(json.dumps(times, indent=1))
 
 
+def _summary(run: Path) -> dict:
+    """The run's train_summary.json (best epoch, validation AUROC per label, epochs run)."""
+    return json.loads((run / "train_summary.json").read_text())
+
+
 def _epochs(run: Path) -> str:
-    summary = json.loads((run / "train_summary.json").read_text())
+    summary = _summary(run)
     return f"{summary['epochs_run']}, best {summary['best_epoch']}"
 
 
 def _val_table(out: Path, names: list[str]) -> str:
     """Validation AUROC per label of the restored best weights (what early stopping and model choice saw)."""
-    summaries = {n: json.loads((out / n / "train_summary.json").read_text()) for n in names}
+    summaries = {n: _summary(out / n) for n in names}
     split = pd.read_csv(out / names[0] / "split.csv")
     val = split[split["split"] == "val"]
     labels = list(summaries[names[0]]["val_auroc_per_label"])
@@ -199,7 +204,7 @@ def main() -> None:
     krun, kmetrics, ksecs = _train_eval(kname, kpreset, kover, out, None, DATA / "kermany", kreuse)
 
     # best CNN chosen on VALIDATION macro AUROC (train_summary), never on test
-    cnn = {n: json.loads((out / n / "train_summary.json").read_text())["best_val_macro_auroc"]
+    cnn = {n: _summary(out / n)["best_val_macro_auroc"]
            for n in ("seed", "default", "densenet121", "default_metadata")}
     best_cnn = max(cnn, key=lambda n: cnn[n] or 0)
     loc = {}
@@ -298,7 +303,7 @@ def _write_results(out, results, timings, compares, kmetrics, ksecs, cnn, best_c
         "| metric | value [95% CI] |",
         "|---|---|",
         f"| validation AUROC (model selection, {_epochs(out / 'kermany_default')} epochs) | "
-        f"{json.loads((out / 'kermany_default' / 'train_summary.json').read_text())['best_val_macro_auroc']:.3f} |",
+        f"{_summary(out / 'kermany_default')['best_val_macro_auroc']:.3f} |",
         f"| test AUROC | {_fmt_ci(k['auroc'], k['auroc_ci'])} |",
         f"| threshold (chosen on validation, Youden) | {k['threshold']:.3f} |",
         f"| sensitivity | {_fmt_ci(op['sensitivity'], op['sensitivity_ci'])} |",

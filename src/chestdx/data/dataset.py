@@ -74,5 +74,5 @@ class CXRDataset(Dataset):
                 out = self._affine(x)
             finally:
                 set_track_meta(tracking)
-            x = (out.as_tensor() if hasattr(out, "as_tensor") else out).clamp_(0.0, 1.0).float()
+            x = out.clamp_(0.0, 1.0).float()  # a plain tensor: metadata tracking was off
         return x, torch.from_numpy(self.labels[i]), torch.from_numpy(self.meta[i])

@@ -96,20 +96,18 @@ def fit_stats(train_features: np.ndarray, val_features: np.ndarray, quantile: fl
     """Fit mean + Ledoit-Wolf covariance on training features; threshold at ``quantile`` of validation distances."""
     from sklearn.covariance import LedoitWolf
 
-    train = prepare(train_features, normalize)
+    train = np.asarray(train_features, np.float64)
     if train.ndim != 2 or len(train) < 2:
         raise ValueError(f"need >= 2 training feature rows, got shape {train.shape}")
-    lw = LedoitWolf().fit(train)
+    lw = LedoitWolf().fit(prepare(train, normalize))
     stats = OODStats(mean=lw.location_.astype(np.float32), precision=lw.precision_.astype(np.float32),
                      threshold=1.0, quantile=quantile, n_train=len(train), n_val=len(val_features),
-                     shrinkage=float(lw.shrinkage_), normalize="none")
-    val = prepare(val_features, normalize) if len(val_features) else np.zeros((0, train.shape[1]))
-    ref = mahalanobis_sq(val, stats) if len(val) else mahalanobis_sq(train, stats)
+                     shrinkage=float(lw.shrinkage_), normalize=normalize)
+    ref = mahalanobis_sq(val_features if len(val_features) else train, stats)
     stats.threshold = float(np.quantile(ref, quantile))
     q = [0.5, 0.9, 0.99, 1.0]
     stats.summary = {"val_d2_quantiles": dict(zip(map(str, q), np.quantile(ref, q).round(3).tolist(), strict=True)),
                      "train_d2_median": float(np.median(mahalanobis_sq(train, stats)))}
-    stats.normalize = normalize  # the arrays above were computed on already-normalized features
     return stats
 
 
