@@ -143,3 +143,41 @@ def test_resume_after_kill_9(cache_root, tmp_path):
     assert set(epochs) == {0, 1, 2, 3}
     ckpt = read_checkpoint(run)
     assert ckpt["labels"] and all(torch.isfinite(v.float()).all() for v in ckpt["state_dict"].values())
+
+
+class _Linear(torch.nn.Module):
+    """Smallest model ChestModule accepts: flattens the image into one linear layer (no batch statistics)."""
+
+    mean, std = (0.5,), (0.25,)
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(16, 3)
+
+    def forward(self, x, meta=None):
+        return self.fc(x.flatten(1))
+
+
+def _fit_linear(batch_size: int, accumulate: int) -> torch.nn.Module:
+    import lightning as L
+
+    from chestdx.train.module import ChestModule
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(8, 1, 4, 4, generator=g), (torch.rand(8, 3, generator=g) > 0.5).float()
+    data = torch.utils.data.TensorDataset(x, y, torch.zeros(8, 0))
+    module = ChestModule(_Linear(), torch.nn.BCEWithLogitsLoss(), {"name": "sgd", "lr": 0.1}, {"name": "none"},
+                         ["a", "b", "c"])
+    trainer = L.Trainer(max_epochs=1, accumulate_grad_batches=accumulate, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=batch_size))
+    return module.model
+
+
+def test_gradients_freed_after_each_step_and_accumulation_unchanged():
+    accumulated, single = _fit_linear(batch_size=4, accumulate=2), _fit_linear(batch_size=8, accumulate=1)
+    assert all(p.grad is None for p in accumulated.parameters())  # not kept alive into the next forward
+    assert not torch.equal(single.fc.weight, _Linear().fc.weight)  # it trained
+    torch.testing.assert_close(accumulated.fc.weight, single.fc.weight)  # 2 x 4 accumulated == 1 x 8
+    torch.testing.assert_close(accumulated.fc.bias, single.fc.bias)

@@ -71,6 +71,12 @@ class ChestModule(L.LightningModule):
         # NaN (no estimable label) would break early stopping: log 0.5 = chance instead
         self.log("val_macro_auroc", auc if np.isfinite(auc) else 0.5, prog_bar=True, sync_dist=False)
 
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """Step, then free the gradients at once: Lightning zeroes them only after the next forward pass,
+        which keeps a model-sized block alive (and the allocator busier) during every forward."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        optimizer.zero_grad(set_to_none=True)
+
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         name = self.optim_cfg.get("name", "adam").lower()
