@@ -25,7 +25,7 @@ MIN_VAL_POS = 5
 #: (name, overrides of configs/default.yaml); "default" reuses the study's run when it exists (same config/split).
 VARIANTS: list[tuple[str, list[str]]] = [
     ("default", []),
-    ("freeze_none", ["model.freeze=none"]),
+    ("freeze_seed", ["model.freeze=seed"]),  # round 1 (preset had freeze: seed) tested freeze_none, adopted
     ("lr_1e-3", ["optimizer.lr=0.001"]),
     ("lr_2.5e-4", ["optimizer.lr=0.00025"]),
     ("plain_bce", ["loss=bce"]),
