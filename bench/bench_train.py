@@ -2,6 +2,7 @@
 
   python bench/bench_train.py ratio ARCH   # full training loop (cache + augmentation + Lightning) vs model-only
   python bench/bench_train.py rss DATASET  # peak memory of one training epoch (nih-sample | kermany)
+  python bench/bench_train.py zerograd ARCH  # Lightning loop with vs without freeing gradients after each step
 
 Prints one JSON line.
 """
@@ -49,6 +50,16 @@ def _setup(dataset: str, arch: str, size: int, batch: int, extra: tuple[str, ...
     return cfg, data, build_module(cfg, data)
 
 
+def _lightning_img_per_s(module, loader, steps: int) -> float:
+    """img/s of ``steps`` training batches in a fresh one-epoch Trainer (the first batch is warm-up)."""
+    clock = _Clock(warmup=1)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=steps + 1, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[clock], accelerator="cpu", devices=1)
+    trainer.fit(module, loader)
+    return clock.images / (clock.end - clock.start)
+
+
 def bench_ratio(arch: str, size: int = 224, batch: int = 16, steps: int = 8, rounds: int = 5,
                 extra: tuple[str, ...] = ()) -> dict:
     """img/s of the real training loop divided by img/s of the model alone on an in-memory batch.
@@ -81,12 +92,7 @@ def bench_ratio(arch: str, size: int = 224, batch: int = 16, steps: int = 8, rou
         return steps * batch / (time.perf_counter() - t)
 
     def training_loop() -> float:
-        clock = _Clock(warmup=1)
-        trainer = L.Trainer(max_epochs=1, limit_train_batches=steps + 1, limit_val_batches=0, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            callbacks=[clock], accelerator="cpu", devices=1)
-        trainer.fit(module, loader)
-        return clock.images / (clock.end - clock.start)
+        return _lightning_img_per_s(module, loader, steps)
 
     # interleaved rounds: other tenants of a shared machine shift throughput by 5-10% from one minute to the
     # next, so each round compares a Lightning loop with the model-only loops right before and after it
@@ -100,6 +106,31 @@ def bench_ratio(arch: str, size: int = 224, batch: int = 16, steps: int = 8, rou
             "training_loop_img_per_s": float(np.median(full)), "loader_only_ms_per_batch": loader_ms,
             "loader_share_of_step": loader_ms / 1000 / (batch / float(np.median(alone))),
             "round_ratios": " ".join(f"{r:.3f}" for r in ratios), "ratio": float(np.median(ratios))}
+
+
+def bench_zerograd(arch: str, size: int = 224, batch: int = 16, steps: int = 8, rounds: int = 4) -> dict:
+    """ChestModule frees gradients right after each optimizer step; Lightning alone zeroes them only after the
+    next forward pass. Paired rounds (order alternating) of the same loop with and without that override."""
+    from chestdx.train.fit import _loader
+    from chestdx.train.module import ChestModule
+
+    cfg, data, module = _setup("nih-sample", arch, size, batch)
+    loader = _loader(data.dataset("train", cfg, augment=True), cfg, shuffle=True)
+    freeing = ChestModule.optimizer_step
+    speed: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for r in range(rounds):
+            for free in ((True, False) if r % 2 == 0 else (False, True)):
+                ChestModule.optimizer_step = freeing if free else L.LightningModule.optimizer_step
+                speed[free].append(_lightning_img_per_s(module, loader, steps))
+    finally:
+        ChestModule.optimizer_step = freeing
+    gains = [a / b for a, b in zip(speed[True], speed[False], strict=True)]
+    return {"arch": arch, "size": size, "batch": batch, "steps": steps, "rounds": rounds,
+            "freed_img_per_s": " ".join(f"{v:.2f}" for v in speed[True]),
+            "lightning_default_img_per_s": " ".join(f"{v:.2f}" for v in speed[False]),
+            "rounds_faster_when_freed": f"{sum(g > 1 for g in gains)}/{rounds}",
+            "median_speedup": float(np.median(gains))}
 
 
 def bench_rss(dataset: str, size: int = 224, batch: int = 32) -> dict:
@@ -122,4 +153,6 @@ def bench_rss(dataset: str, size: int = 224, batch: int = 32) -> dict:
 if __name__ == "__main__":
     torch.set_num_threads(2)
     kind, arg, extra = sys.argv[1], sys.argv[2], tuple(sys.argv[3:])  # extra: config overrides, e.g. num_workers=1
-    print(json.dumps(bench_ratio(arg, extra=extra) if kind == "ratio" else bench_rss(arg)))
+    result = {"ratio": lambda: bench_ratio(arg, extra=extra), "rss": lambda: bench_rss(arg),
+              "zerograd": lambda: bench_zerograd(arg)}[kind]()
+    print(json.dumps(result))
