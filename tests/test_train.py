@@ -181,3 +181,27 @@ def test_gradients_freed_after_each_step_and_accumulation_unchanged():
     assert not torch.equal(single.fc.weight, _Linear().fc.weight)  # it trained
     torch.testing.assert_close(accumulated.fc.weight, single.fc.weight)  # 2 x 4 accumulated == 1 x 8
     torch.testing.assert_close(accumulated.fc.bias, single.fc.bias)
+
+
+def test_monitor_macro_auroc_can_skip_labels_with_few_validation_positives():
+    from chestdx.train.module import macro_auroc
+
+    y = np.zeros((20, 3))
+    y[:10, 0] = 1  # 10 positives, perfectly ranked below
+    y[:1, 1] = 1  # 1 positive, ranked last: AUROC 0
+    y[:, 2] = np.nan  # unknown everywhere: not estimable
+    p = np.zeros((20, 3))
+    p[:10, 0], p[1:, 1] = 0.9, 0.9
+    everything, per_label = macro_auroc(y, p)
+    assert per_label == {0: 1.0, 1: 0.0} and everything == 0.5
+    assert macro_auroc(y, p, min_positives=5) == (1.0, per_label)  # per-label values still reported
+    assert macro_auroc(y, p, min_positives=50)[0] == 0.5  # no label has 50: falls back to every estimable one
+    assert np.isnan(macro_auroc(np.zeros((4, 1)), np.zeros((4, 1)))[0])
+
+
+def test_monitor_floor_reaches_the_module(cache_root, tmp_path):
+    from chestdx.train.data_setup import prepare_data
+    from chestdx.train.fit import build_module
+
+    cfg = _cfg(cache_root, "early_stopping.min_val_positives=5")
+    assert build_module(cfg, prepare_data(cfg, show_progress=False)).monitor_min_positives == 5

@@ -26,7 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 16,
     "accumulate": 1,
     "epochs": 10,
-    "early_stopping": {"patience": 2, "min_delta": 0.0},
+    # monitor: validation macro AUROC over labels with >= min_val_positives positives (1: every estimable label)
+    "early_stopping": {"patience": 2, "min_delta": 0.0, "min_val_positives": 1},
     "precision": "auto",  # 16-mixed on GPU, 32 on CPU
     "seed": 0,
     "num_workers": 0,

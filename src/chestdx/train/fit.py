@@ -78,7 +78,8 @@ def build_module(config: dict[str, Any], data: PreparedData) -> ChestModule:
                         metadata=tuple(mc.get("metadata") or ()), input_size=int(config["image_size"]))
     train = data.table[data.table["split"] == "train"]
     loss = build_loss(config["loss"], train[data.labels].to_numpy())
-    return ChestModule(model, loss, config["optimizer"], config["scheduler"], data.labels)
+    return ChestModule(model, loss, config["optimizer"], config["scheduler"], data.labels,
+                       monitor_min_positives=int(config["early_stopping"].get("min_val_positives", 1)))
 
 
 @torch.no_grad()

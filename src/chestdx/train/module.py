@@ -11,23 +11,28 @@ from torch import nn
 from chestdx.data.normalize import Normalize
 
 
-def macro_auroc(y: np.ndarray, p: np.ndarray) -> tuple[float, dict[int, float]]:
-    """Mean AUROC over labels with both classes among the known (non-NaN) targets; NaN when none."""
+def macro_auroc(y: np.ndarray, p: np.ndarray, min_positives: int = 1) -> tuple[float, dict[int, float]]:
+    """AUROC per label with both classes among the known (non-NaN) targets, and their mean over the labels
+    with >= ``min_positives`` positives (all of them when none has that many); NaN when no label is estimable."""
     per_label: dict[int, float] = {}
+    positives: dict[int, float] = {}
     for j in range(y.shape[1]):
         known = ~np.isnan(y[:, j])
         yj = y[known, j]
         if yj.size and 0 < yj.sum() < yj.size:
             per_label[j] = float(roc_auc_score(yj, p[known, j]))
-    return (float(np.mean(list(per_label.values()))) if per_label else float("nan")), per_label
+            positives[j] = float(yj.sum())
+    counted = [v for j, v in per_label.items() if positives[j] >= min_positives] or list(per_label.values())
+    return (float(np.mean(counted)) if counted else float("nan")), per_label
 
 
 class ChestModule(L.LightningModule):
     """Trains a ``ChestModel`` on (x01, y, meta) batches from ``CXRDataset``."""
 
     def __init__(self, model: nn.Module, loss: nn.Module, optimizer: dict, scheduler: dict,
-                 label_names: list[str]):
+                 label_names: list[str], monitor_min_positives: int = 1):
         super().__init__()
+        self.monitor_min_positives = int(monitor_min_positives)
         self.model = model
         self.norm = Normalize(model.mean, model.std)
         self.loss_fn = loss
@@ -67,7 +72,7 @@ class ChestModule(L.LightningModule):
         if self.trainer.world_size > 1:
             p = self.all_gather(p).reshape(-1, p.shape[-1])
             y = self.all_gather(y).reshape(-1, y.shape[-1])
-        auc, _ = macro_auroc(y.cpu().numpy(), p.cpu().numpy())
+        auc, _ = macro_auroc(y.cpu().numpy(), p.cpu().numpy(), self.monitor_min_positives)
         # NaN (no estimable label) would break early stopping: log 0.5 = chance instead
         self.log("val_macro_auroc", auc if np.isfinite(auc) else 0.5, prog_bar=True, sync_dist=False)
 
