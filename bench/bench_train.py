@@ -91,14 +91,11 @@ def bench_ratio(arch: str, size: int = 224, batch: int = 16, steps: int = 8, rou
             step()
         return steps * batch / (time.perf_counter() - t)
 
-    def training_loop() -> float:
-        return _lightning_img_per_s(module, loader, steps)
-
     # interleaved rounds: other tenants of a shared machine shift throughput by 5-10% from one minute to the
     # next, so each round compares a Lightning loop with the model-only loops right before and after it
     alone, full = [model_only()], []
     for _ in range(rounds):
-        full.append(training_loop())
+        full.append(_lightning_img_per_s(module, loader, steps))
         alone.append(model_only())
     ratios = [f / ((a + b) / 2) for f, a, b in zip(full, alone[:-1], alone[1:], strict=True)]
     return {"arch": arch, "size": size, "batch": batch, "steps": steps, "rounds": rounds,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -32,15 +33,27 @@ VARIANTS: list[tuple[str, list[str]]] = [
 ]
 
 
+def _trained_with(run: Path, config: dict) -> bool:
+    """``run`` finished training with exactly ``config`` (a run left from an older preset does not count)."""
+    from chestdx.train.config import load_config
+
+    if not (run / "train_summary.json").exists():
+        return False
+    saved = load_config(run / "config.yaml")  # defaults filled in, as for the requested config
+    return {k: saved.get(k) for k in config} == config
+
+
 def _train(name: str, overrides: list[str], out: Path, split_csv: Path) -> Path:
     from chestdx.train.config import load_config
     from chestdx.train.fit import fit
 
-    if name == "default" and (STUDY / "default" / "train_summary.json").exists():
+    config = load_config("default", ["progress=false", *overrides])
+    if name == "default" and _trained_with(STUDY / "default", config):
         return STUDY / "default"
     run = out / name
-    if not (run / "train_summary.json").exists():
-        fit(load_config("default", ["progress=false", *overrides]), run, split_csv=split_csv)
+    if not _trained_with(run, config):
+        shutil.rmtree(run, ignore_errors=True)  # unfinished, or trained for an older preset
+        fit(config, run, split_csv=split_csv)
     return run
 
 

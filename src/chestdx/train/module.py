@@ -15,14 +15,15 @@ def macro_auroc(y: np.ndarray, p: np.ndarray, min_positives: int = 1) -> tuple[f
     """AUROC per label with both classes among the known (non-NaN) targets, and their mean over the labels
     with >= ``min_positives`` positives (all of them when none has that many); NaN when no label is estimable."""
     per_label: dict[int, float] = {}
-    positives: dict[int, float] = {}
+    counted: list[float] = []
     for j in range(y.shape[1]):
         known = ~np.isnan(y[:, j])
         yj = y[known, j]
         if yj.size and 0 < yj.sum() < yj.size:
             per_label[j] = float(roc_auc_score(yj, p[known, j]))
-            positives[j] = float(yj.sum())
-    counted = [v for j, v in per_label.items() if positives[j] >= min_positives] or list(per_label.values())
+            if yj.sum() >= min_positives:
+                counted.append(per_label[j])
+    counted = counted or list(per_label.values())
     return (float(np.mean(counted)) if counted else float("nan")), per_label
 
 
