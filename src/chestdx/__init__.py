@@ -5,12 +5,15 @@ Outputs are decision support for qualified clinicians, never a diagnosis.
 
 from chestdx.labels import NIH_LABELS
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["NIH_LABELS", "__version__", "load"]
 
 
-def load(run_dir, device: str = "cpu"):
-    """Load a run directory as a :class:`chestdx.inference.Predictor`."""
-    from chestdx.inference import Predictor
+def load(path, device: str = "cpu", **kwargs):
+    """A run directory or an exported ``.onnx`` file as a :class:`chestdx.inference.Predictor`.
 
-    return Predictor.from_run(run_dir, device=device)
+    Keyword options (``trust``, ``gate``, ``policy``, ``threads``): see :func:`chestdx.inference.load`.
+    """
+    from chestdx.inference import load as _load
+
+    return _load(path, device=device, **kwargs)

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from chestdx.evaluate.calibration import apply_temperature, expected_calibration_error
+from chestdx.evaluate.calibration import expected_calibration_error
 from chestdx.evaluate.tables import split_arrays
 
 DPI = 100
@@ -137,22 +137,22 @@ def plot_reliability(
     p_after: np.ndarray,
     path: str | Path,
     n_bins: int = 15,
-    temperature: float | None = None,
+    method: str = "calibration",
 ) -> Path:
-    """Pooled reliability diagram before and after temperature scaling (equal-width bins)."""
+    """Pooled reliability diagram before and after calibration (equal-width bins)."""
     fig = Figure(figsize=(5.5, 5), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--", label="perfect calibration")
-    data: dict = {"kind": "reliability", "n_bins": n_bins, "temperature": temperature}
+    data: dict = {"kind": "reliability", "n_bins": n_bins, "method": method}
     for name, probs in (("before", p_before), ("after", p_after)):
         cal = expected_calibration_error(y, probs, n_bins)
         data[name] = cal
         rows = [r for r in cal["table"] if r["count"] > 0]
         ece = "n/a" if cal["ece"] is None else f"{cal['ece']:.3f}"
-        label = f"{name} temperature (ECE {ece})"
+        label = f"{name} {method} (ECE {ece})"
         ax.plot([r["mean_pred"] for r in rows], [r["frac_pos"] for r in rows], marker="o", ms=3, label=label)
-    title = "Reliability (test)" + (f", T = {temperature:.2f}" if temperature is not None else "")
+    title = "Reliability (test)"
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability", ylabel="fraction positive", title=title)
     ax.legend(fontsize=8, loc="upper left")
     return _save(fig, path, data)
@@ -187,16 +187,18 @@ def plot_compare(table: pd.DataFrame, path: str | Path) -> Path:
 
 
 def plot_evaluation(pred: pd.DataFrame, result: dict, out_dir: str | Path, test_split: str = "test") -> dict[str, Path]:
-    """The standard figures of ``evaluate_predictions`` output: roc, roc_overlay, pr, reliability."""
+    """The standard figures of an evaluation: roc, roc_overlay, pr, reliability (needs ``cal_<Label>`` columns)."""
     labels = list(result["labels"])
     test = split_arrays(pred, labels, test_split)
+    part = pred[pred["split"] == test_split]
+    part = part.iloc[np.argsort(part["image_id"].astype(str).to_numpy(), kind="mergesort")]
+    p_cal = part[[f"cal_{lab}" for lab in labels]].to_numpy(dtype=np.float64)
     out = Path(out_dir)
-    t = result["temperature"]
     return {
         "roc": plot_roc_panels(test.y, test.p, labels, result["labels"], out / "roc.png"),
         "roc_overlay": plot_roc_overlay(test.y, test.p, labels, result["labels"], out / "roc_overlay.png"),
         "pr": plot_pr_panels(test.y, test.p, labels, result["labels"], out / "pr.png"),
         "reliability": plot_reliability(
-            test.y, test.p, apply_temperature(test.p, t), out / "reliability.png", result["calibration"]["n_bins"], t
+            test.y, test.p, p_cal, out / "reliability.png", result["calibration"]["n_bins"], "per-label calibration"
         ),
     }

@@ -1,4 +1,4 @@
-"""Evaluate a run dir: predictions for val + test, metrics with CIs, plots, thresholds/temperature saved."""
+"""Evaluate a run dir: calibration sidecar from out-of-fold/validation rows, then test metrics with CIs, plots."""
 
 from __future__ import annotations
 
@@ -10,33 +10,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chestdx.data.index import read_table
 from chestdx.data.pipeline import cache_table
-from chestdx.data.readers import build_index
 from chestdx.evaluate.plots import plot_evaluation
-from chestdx.evaluate.report_tables import evaluate_predictions
-from chestdx.inference import Predictor
+from chestdx.inference.predictor import Predictor
 from chestdx.labels import label_column
-from chestdx.train.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 
 log = logging.getLogger(__name__)
 
 
-def relocate(table: pd.DataFrame, data_dir: str | Path) -> pd.DataFrame:
-    """Point a saved split at a dataset's new location (matched by image_id)."""
-    new = build_index(data_dir).set_index("image_id")["path"]
-    missing = ~table["image_id"].isin(new.index)
-    if missing.any():
-        raise FileNotFoundError(f"{data_dir}: {int(missing.sum())} images of the split are not there "
-                                f"(e.g. {table.loc[missing, 'image_id'].iloc[0]})")
-    out = table.copy()
-    out["path"] = out["image_id"].map(new)
-    return out
-
-
 def predict_table(predictor: Predictor, table: pd.DataFrame, cache_root: str | Path | None = None,
-                  show_progress: bool = True) -> pd.DataFrame:
-    """Predictions table (contracts.md): ids, split, true labels, raw ``prob_<Label>`` per image."""
+                  show_progress: bool = True, calibrated: bool = False) -> pd.DataFrame:
+    """Predictions table (contracts.md): ids, split, true labels, ``prob_<Label>`` (sigmoid of the ensemble logit)
+    and, with ``calibrated``, ``cal_<Label>`` (the run's calibration). Reads pixels through the cache."""
     from chestdx.models import encode_metadata
 
     cache, table, report = cache_table(table, predictor.input_size, cache_root, show_progress=show_progress)
@@ -44,42 +29,54 @@ def predict_table(predictor: Predictor, table: pd.DataFrame, cache_root: str | P
         log.warning("not evaluated: %s", reason or path)
     pixels = cache.pixels[cache.slots(table["path"].tolist())]
     meta = encode_metadata(table, predictor.metadata) if predictor.metadata else None
-    probs = predictor.probabilities(np.asarray(pixels), meta)
-    out = table[["image_id", "patient_id", "split"]].reset_index(drop=True).copy()
+    z = predictor.logits(np.asarray(pixels), meta)
+    probs = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+    cols = [c for c in ("image_id", "patient_id", "split", "fold") if c in table.columns]
+    out = table[cols].reset_index(drop=True).copy()
     for j, label in enumerate(predictor.labels):
         out[label] = table[label].to_numpy() if label in table.columns else np.nan
         out[label_column(label)] = probs[:, j]
+    if calibrated:
+        cal = predictor.calibration.apply(z)
+        for j, label in enumerate(predictor.labels):
+            out[f"cal_{label}"] = cal[:, j]
     return out
 
 
 def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str = "test", n_boot: int = 1000,
-                 threshold_method: str = "youden", target_sensitivity: float = 0.9, seed: int = 0,
-                 show_progress: bool = True) -> dict[str, Any]:
-    """Write predictions.csv, metrics.json and plots/ into ``run_dir``; store val-chosen thresholds + temperature."""
-    run = Path(run_dir)
-    payload = read_checkpoint(run)
-    predictor = Predictor(payload)
-    table = read_table(run / "split.csv")
-    if data is not None:
-        table = relocate(table, data)
-    full_table = table
-    table = table[table["split"].isin(["val", split])]
-    cache_root = (payload.get("config") or {}).get("cache_root")
-    pred = predict_table(predictor, table, cache_root, show_progress)
-    pred.to_csv(run / "predictions.csv", index=False)
-    result = evaluate_predictions(pred, predictor.labels, val_split="val", test_split=split,
-                                  threshold_method=threshold_method, target_sensitivity=target_sensitivity,
-                                  n_boot=n_boot, seed=seed)
-    result["run"] = {"run_dir": str(run), "arch": payload["arch"], "split_evaluated": split,
-                     "config_name": (payload.get("config") or {}).get("name")}
-    plots = plot_evaluation(pred, result, run / "plots", test_split=split)
-    result["plots"] = {k: str(Path(v).relative_to(run)) for k, v in plots.items()}
-    (run / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=False))
-    payload["thresholds"] = result["thresholds"]
-    payload["temperature"] = result["temperature"]
-    payload["threshold_method"] = threshold_method
-    payload["ood"] = _fit_ood(predictor, full_table, cache_root, seed, show_progress)
-    write_checkpoint(run / CHECKPOINT_NAME, payload)
+                 policy: str | None = None, prevalence: dict[str, float] | None = None,
+                 min_positives: int | None = None, seed: int = 0, show_progress: bool = True) -> dict[str, Any]:
+    """Calibrate (sidecar) on out-of-fold/validation rows, then measure on ``split``: predictions.csv,
+    metrics.json, plots/, calibration.json, ood.npz. Never writes the weights (model.json, members/)."""
+    from chestdx.evaluate.calibrate import calibrate_run
+    from chestdx.evaluate.heldout import evaluate_heldout
+    from chestdx.inference.calibration import Calibration
+    from chestdx.inference.ood_fit import fit_ood_for_run
+    from chestdx.inference.run_table import open_run_table
+
+    rt = open_run_table(run_dir, data)
+    run = rt.run
+    predictor = Predictor.from_run(run.path, gate=None)  # cached, already-valid pixels: no quality gate here
+    if not run.oof.is_file():  # K = 1 run trained before oof.csv existed: validation predictions
+        val = predict_table(predictor, rt.rows("val"), rt.cache_root, show_progress)
+        val.assign(fold=0).to_csv(run.oof, index=False)
+    cal_cfg = rt.config.get("calibration") or {}
+    calibrate_run(run.path, policy=policy or cal_cfg.get("policy", "balanced"), prevalence=prevalence,
+                  min_positives=int(min_positives or cal_cfg.get("min_positives", 10)), n_boot=n_boot, seed=seed)
+    predictor.calibration = Calibration.from_sidecar(run.read_calibration())
+    pred = predict_table(predictor, rt.rows("val", split), rt.cache_root, show_progress, calibrated=True)
+    pred.to_csv(run.predictions, index=False)
+    result = evaluate_heldout(pred, predictor.calibration, predictor.labels, test_split=split, n_boot=n_boot,
+                              seed=seed)
+    result["run"] = {"run_dir": str(run.path), "arch": predictor.arch, "split_evaluated": split,
+                     "members": len(rt.manifest["members"]), "config_name": rt.manifest.get("config_name")}
+    plots = plot_evaluation(pred, result, run.path / "plots", test_split=split)
+    result["plots"] = {k: str(Path(v).relative_to(run.path)) for k, v in plots.items()}
+    run.metrics.write_text(json.dumps(result, indent=2, allow_nan=False))
+    try:
+        fit_ood_for_run(run.path, data, predictor=predictor, seed=seed, show_progress=show_progress)
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        log.warning("OOD statistics not fitted: %s", err)
     return result
 
 
@@ -109,15 +106,3 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, split: str = "
     (out / "compare.json").write_text(table.to_json(orient="records", indent=2))
     plot_compare(table, out / "compare.png")
     return table
-
-
-def _fit_ood(predictor: Predictor, table: pd.DataFrame, cache_root: str | Path | None, seed: int,
-             show_progress: bool) -> dict[str, Any] | None:
-    """OOD gate statistics (train-split features, val-split threshold); None, with a warning, if it cannot fit."""
-    from chestdx.inference.ood_fit import fit_run_ood, ood_payload
-
-    try:
-        return ood_payload(fit_run_ood(predictor, table, cache_root, seed=seed, show_progress=show_progress))
-    except (ValueError, RuntimeError, FileNotFoundError) as err:
-        log.warning("OOD gate not fitted: %s", err)
-        return None

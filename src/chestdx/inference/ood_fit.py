@@ -1,5 +1,5 @@
 """Fit the OOD gate's feature statistics for a run: training-split features (from the pixel cache) and the
-validation split's distances for the threshold. Called by ``evaluate_run``; usable on older run dirs too."""
+validation split's distances for the threshold, saved as the run's ``ood.npz``. Called by ``evaluate_run``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from chestdx.data.pipeline import cache_table
-from chestdx.inference import Predictor
 from chestdx.inference.ood import OODStats, fit_stats
+from chestdx.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +45,13 @@ def fit_run_ood(predictor: Predictor, table: pd.DataFrame, cache_root: str | Pat
     return stats
 
 
-def ood_payload(stats: OODStats) -> dict[str, Any]:
-    """The checkpoint's ``ood`` entry (arrays as float32 numpy)."""
-    return stats.to_dict(arrays=True)
+def fit_ood_for_run(run_dir: str | Path, data: str | Path | None = None, predictor: Predictor | None = None,
+                    **kwargs: Any) -> OODStats:
+    """Fit the OOD statistics of a run dir (train features, val threshold) and write ``ood.npz``."""
+    from chestdx.inference.run_table import open_run_table
 
-
-def add_ood_to_run(run_dir: str | Path, data: str | Path | None = None, **kwargs: Any) -> OODStats:
-    """Fit the gate for an existing run dir (e.g. evaluated before the gate existed) and save it in model.pt."""
-    from chestdx.data.index import read_table
-    from chestdx.train.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
-
-    run = Path(run_dir)
-    payload = read_checkpoint(run)
-    table = read_table(run / "split.csv")
-    if data is not None:
-        from chestdx.evaluate.run import relocate
-
-        table = relocate(table, data)
-    stats = fit_run_ood(Predictor(payload), table, (payload.get("config") or {}).get("cache_root"), **kwargs)
-    payload["ood"] = ood_payload(stats)
-    write_checkpoint(run / CHECKPOINT_NAME, payload)
+    rt = open_run_table(run_dir, data)
+    predictor = predictor or Predictor.from_run(rt.run.path, gate=None)
+    stats = fit_run_ood(predictor, rt.table, rt.cache_root, **kwargs)
+    rt.run.write_ood(stats.to_dict(arrays=True))
     return stats

@@ -1,88 +1,108 @@
-"""The one object that turns a run dir + images into calibrated probabilities, findings and heatmaps."""
+"""The one Predictor: decode -> quality gate -> resize -> backend (torch or onnxruntime) -> calibrate -> call.
+
+Torch-free at import: the torch backend is imported only when a run dir is loaded with it, so an ``.onnx``
+export is served with numpy, Pillow and onnxruntime alone.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from chestdx.data.transforms import to_uint8_square
-from chestdx.inference.prediction import DISCLAIMER, Prediction
+from chestdx.inference.calibration import Calibration
+from chestdx.inference.prediction import DISCLAIMER, Prediction, QualityRefused
 from chestdx.io import ImageReadError, decode_image_bytes
 from chestdx.io.reader import read_bytes
-from chestdx.models.inference import InferenceNet
-from chestdx.train.checkpoint import model_from_checkpoint, read_checkpoint
 
 log = logging.getLogger(__name__)
 
-class Predictor:
-    """Loads ``RUN_DIR/model.pt`` and applies exactly the training-time preprocessing."""
 
-    def __init__(self, payload: dict[str, Any], device: str = "cpu"):
-        self.payload = payload
-        self.labels: list[str] = list(payload["labels"])
-        self.input_size = int(payload["input_size"])
-        self.temperature = float(payload.get("temperature") or 1.0)
-        self.thresholds: dict[str, float | None] = dict(payload.get("thresholds") or {})
-        self.device = torch.device(device)
-        self.net = InferenceNet(model_from_checkpoint(payload)).to(self.device).eval()
-        self.metadata = tuple(payload.get("metadata") or ())
-        self.arch = payload["arch"]
-        self.ood = _ood_stats(payload.get("ood"))
-        # One lock around every use of the model: saliency hooks live on the shared modules, so a Grad-CAM
-        # in one thread must not see another thread's forward pass (web server threads).
-        self._lock = threading.RLock()
-        self._tls = threading.local()  # per-thread list collecting pooled backbone features
-        backbone = getattr(self.net.model, "backbone", None)
-        if backbone is not None:
-            backbone.register_forward_hook(self._capture_features)
+class Predictor:
+    """Gated, calibrated predictions of a run dir's ensemble (``from_run``) or of its ONNX export (``from_onnx``)."""
+
+    def __init__(self, backend: Any, info: dict[str, Any], calibration: Calibration | None = None,
+                 ood: dict[str, Any] | None = None, gate: Any = None):
+        self.backend = backend
+        self.info = info
+        self.labels: list[str] = list(info["labels"])
+        self.input_size = int(info["input_size"])
+        self.metadata = tuple(info.get("metadata") or ())
+        self.arch = info.get("arch")
+        self.calibration = calibration or Calibration.none(self.labels)
+        self.ood = _ood_stats(ood)
+        self.gate = gate
+
+    # -- loading ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str = "cpu", trust: bool = False, gate: Any = "default",
+                 policy: str | None = None) -> Predictor:
+        """A ``chestdx-run/2`` run dir (weights_only loading), or a legacy one (see ``chestdx.rundir``)."""
+        from chestdx.inference.backend_torch import TorchBackend, build_member, load_members
+        from chestdx.rundir import RunDir, read_legacy
+
+        run = RunDir(run_dir)
+        if run.is_legacy():
+            payload = read_legacy(run.path, trust=trust)
+            info = {k: payload.get(k) for k in ("arch", "labels", "input_size", "mean", "std", "metadata",
+                                                 "pretrained", "freeze")}
+            backend = TorchBackend([build_member(info, payload["state_dict"])], device=device)
+            log.warning("%s: legacy run dir: no calibration sidecar, findings are not called; run "
+                        "`chestdx migrate` then `chestdx evaluate`", run.path)
+            ood = payload.get("ood")
+            ood = None if not ood else {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in ood.items()}
+            return cls(backend, info, None, ood, _gate(gate))
+        info = run.manifest()
+        backend = TorchBackend(load_members(run, info), device=device)
+        side = run.read_calibration()
+        calibration = Calibration.from_sidecar(side) if side else None
+        if calibration is not None and policy:
+            calibration.set_policy(policy)
+        return cls(backend, info, calibration, run.read_ood(), _gate(gate))
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Predictor:
-        return cls(read_checkpoint(run_dir), device=device)
+    def from_onnx(cls, onnx_path: str | Path, threads: int | None = None, gate: Any = "default",
+                  policy: str | None = None) -> Predictor:
+        """An ``.onnx`` export with its ``model.json`` sidecar (torch-free; no heatmaps)."""
+        from chestdx.inference.backend_onnx import OnnxBackend, read_sidecar
 
-    # -- preprocessing ---------------------------------------------------------------------------------
+        side = read_sidecar(onnx_path)
+        backend = OnnxBackend(onnx_path, side.get("meta_missing"), threads=threads)
+        calibration = Calibration.from_sidecar(side["calibration"]) if side.get("calibration") else None
+        if calibration is not None and policy:
+            calibration.set_policy(policy)
+        return cls(backend, side["manifest"], calibration, side.get("ood"), _gate(gate))
+
+    # -- model access -------------------------------------------------------------------------------------
+    @property
+    def can_explain(self) -> bool:
+        return hasattr(self.backend, "heatmaps")
+
+    @property
+    def net(self) -> Any:
+        """The torch backend's first member (``InferenceNet``)."""
+        return self.backend.net
+
     def preprocess(self, image01: np.ndarray) -> np.ndarray:
         """[0,1] grayscale image of any size -> uint8 (S,S): the same function that fills the training cache."""
         return to_uint8_square(image01, self.input_size)
 
-    def _tensor(self, batch_u8: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(batch_u8, dtype=np.float32) / 255.0)[:, None].to(self.device)
-
-    # -- inference -------------------------------------------------------------------------------------
-    def _capture_features(self, _module: torch.nn.Module, _inputs: Any, out: torch.Tensor) -> None:
-        sink = getattr(self._tls, "features", None)
-        if sink is not None:
-            sink.append(out.detach().float().cpu())
-
-    @torch.no_grad()
     def forward(self, batch_u8: np.ndarray, meta: np.ndarray | None = None,
                 batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
-        """(B,S,S) uint8 -> (logits (B,L), pooled backbone features (B,F) or None) in one pass."""
-        out, feats = [], []
-        with self._lock:
-            self._tls.features = feats
-            try:
-                for i in range(0, len(batch_u8), batch_size):
-                    m = None if meta is None else torch.from_numpy(np.asarray(meta[i:i + batch_size], np.float32))
-                    out.append(self.net(self._tensor(batch_u8[i:i + batch_size]), m).float().cpu().numpy())
-            finally:
-                self._tls.features = None
-        z = np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
-        f = torch.cat(feats).numpy() if feats and len(feats) == len(out) else None
-        return z, f
+        """(B,S,S) uint8 -> (ensemble logits (B,L), backend extra: torch pooled features / onnx ood_d2)."""
+        return self.backend.forward(batch_u8, meta, batch_size)
 
     def logits(self, batch_u8: np.ndarray, meta: np.ndarray | None = None, batch_size: int = 32) -> np.ndarray:
-        """(B,S,S) uint8 -> logits (B,L)."""
         return self.forward(batch_u8, meta, batch_size)[0]
 
     def features(self, batch_u8: np.ndarray, meta: np.ndarray | None = None, batch_size: int = 32) -> np.ndarray:
-        """(B,S,S) uint8 -> pooled backbone features (B,F) (what the OOD gate measures)."""
+        """(B,S,S) uint8 -> pooled backbone features of member 0 (what the OOD statistics measure)."""
+        if self.backend.name != "torch":
+            raise RuntimeError("features need the torch backend (load the run dir, not the .onnx)")
         f = self.forward(batch_u8, meta, batch_size)[1]
         if f is None:
             raise RuntimeError(f"{self.arch}: no pooled backbone features (model has no .backbone)")
@@ -90,127 +110,158 @@ class Predictor:
 
     def probabilities(self, batch_u8: np.ndarray, meta: np.ndarray | None = None,
                       calibrated: bool = False) -> np.ndarray:
-        """Sigmoid probabilities (B,L); ``calibrated`` divides the logits by the fitted temperature first."""
+        """(B,L) sigmoid of the ensemble logit, or the calibrated probability (calibration sidecar)."""
         z = self.logits(batch_u8, meta)
-        return 1.0 / (1.0 + np.exp(-(z / self.temperature if calibrated else z)))
+        return self.calibration.apply(z) if calibrated else _sigmoid(z)
 
     def heatmaps(self, batch_u8: np.ndarray, class_indices: Sequence[int], method: str = "gradcam",
-                 meta: np.ndarray | None = None, **kwargs) -> np.ndarray:
-        """Saliency maps (B,S,S) in [0,1] w.r.t. the input pixels."""
-        from chestdx.explain import saliency_maps
+                 meta: np.ndarray | None = None, **kwargs: Any) -> np.ndarray:
+        """Saliency maps (B,S,S) in [0,1] (mean over ensemble members); torch backend only."""
+        if not self.can_explain:
+            raise ValueError("heatmaps need gradients: load the run dir (torch backend), not the .onnx export")
+        return self.backend.heatmaps(batch_u8, class_indices, method=method, meta=meta, **kwargs)
 
-        with self._lock:
-            return saliency_maps(self.net, self._tensor(batch_u8), list(class_indices), method=method,
-                                 meta=None if meta is None else torch.from_numpy(np.asarray(meta, np.float32)),
-                                 **kwargs)
-
+    # -- prediction -----------------------------------------------------------------------------------------
     def predict(self, images: Sequence[str | Path | np.ndarray], batch_size: int = 16,
                 heatmaps: bool | Sequence[str] = False, method: str = "gradcam",
                 meta: np.ndarray | None = None) -> list[Prediction]:
-        """Files or [0,1] arrays -> predictions; unreadable files give a Prediction with ``error`` set.
+        """Files or [0,1] arrays -> predictions; unreadable or refused images give a Prediction with ``error``.
 
-        ``heatmaps``: True = a map for every positive finding (or the top label when none), or a list of labels.
+        ``heatmaps``: True = a map for every called finding (or the top label when none), or a list of labels.
         """
         results: list[Prediction] = []
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
             preds, pixels, rows = [], [], []
-            for j, item in enumerate(chunk):
-                name = str(item) if not isinstance(item, np.ndarray) else f"array[{start + j}]"
-                pred = Prediction(source=name)
+            for j, item in enumerate(images[start:start + batch_size]):
+                pred = Prediction(source=str(item) if not isinstance(item, np.ndarray) else f"array[{start + j}]")
                 try:
-                    img, pred.ood_reasons = self._load(item)
-                    pixels.append(self.preprocess(img))
+                    pixels.append(self.preprocess(self._prepare(item, pred)))
                     rows.append(start + j)
                 except (ImageReadError, OSError, ValueError) as err:
                     pred.error = str(err)
                 preds.append(pred)
             if pixels:
-                batch = np.stack(pixels)
                 m = None if meta is None else meta[rows]
-                self._fill(preds, [r - start for r in rows], batch, m, heatmaps, method)
+                self._fill(preds, [r - start for r in rows], np.stack(pixels), m, heatmaps, method)
             results.extend(preds)
         return results
 
-    @staticmethod
-    def _load(item: str | Path | np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Decode a file (or take an array) -> ([0,1] image, OOD image-statistics reasons)."""
-        from chestdx.inference.ood import colour_spread, image_checks
-
-        if isinstance(item, np.ndarray):
-            return item, image_checks(item)
-        data = read_bytes(item)
-        img = decode_image_bytes(data, str(item))
-        return img, image_checks(img, colour_spread(data))
-
     def predict_bytes(self, data: bytes, name: str = "upload", heatmaps: bool | Sequence[str] = False,
                       method: str = "gradcam") -> tuple[Prediction, np.ndarray]:
-        """Decode in-memory bytes (no disk) and predict; returns (prediction, decoded [0,1] image).
+        """Decode in-memory bytes (no disk) and predict; returns (prediction, the [0,1] image predicted on).
 
-        Raises :class:`ImageReadError` for undecodable data (the web app maps it to an HTTP status).
+        Raises :class:`ImageReadError` for undecodable data and :class:`QualityRefused` for a refused image.
         """
-        from chestdx.inference.ood import colour_spread, image_checks
-
-        img = decode_image_bytes(data, name)
-        pred = Prediction(source=name, ood_reasons=image_checks(img, colour_spread(data)))
+        pred = Prediction(source=name)
+        img = self._prepare(data, pred, name)
         self._fill([pred], [0], self.preprocess(img)[None], None, heatmaps, method)
         return pred, img
 
+    def _prepare(self, item: str | Path | np.ndarray | bytes, pred: Prediction, name: str | None = None) -> np.ndarray:
+        """Decode, image statistics, then the quality gate: refuse (raises) or correct (and say so)."""
+        from chestdx.inference.ood import colour_spread, image_checks
+
+        if isinstance(item, np.ndarray):
+            img, spread = item, None
+        else:
+            data = item if isinstance(item, bytes) else read_bytes(item)
+            img, spread = decode_image_bytes(data, name or str(item)), colour_spread(data)
+        pred.ood_reasons = image_checks(img, spread)
+        if self.gate is None:
+            return img
+        res = self.gate.assess(img)
+        pred.quality, pred.quality_prob = res.verdict, float(res.prob)
+        if res.action == "refused":
+            raise QualityRefused(f"{pred.source}: refused by the quality gate: {res.note or res.verdict} "
+                                 f"(p={res.prob:.2f})")
+        if res.action == "corrected":
+            pred.corrected = res.corrected or res.note
+            return self.gate.correct(img, res)
+        if res.action == "uncertain" and res.note:
+            pred.ood_reasons.append(res.note)
+        return img
+
     def _fill(self, preds: list[Prediction], idx: list[int], batch: np.ndarray, meta: np.ndarray | None,
               heatmaps: bool | Sequence[str], method: str) -> None:
-        z, feats = self.forward(batch, meta)
-        ood = self._ood_scores(feats)
-        raw = 1.0 / (1.0 + np.exp(-z))
-        cal = 1.0 / (1.0 + np.exp(-z / self.temperature))
+        z, extra = self.forward(batch, meta)
+        ood = self._ood_scores(extra)
+        raw, cal = _sigmoid(z), self.calibration.apply(z)
+        thresholds = {lb: self.calibration.threshold(lb) for lb in self.labels}
+        not_callable = {lb: self.calibration.not_callable_reason(lb) or "not callable"
+                        for lb in self.labels if thresholds[lb] is None}
         wanted: list[tuple[int, int]] = []  # (row in batch, label index)
         for row, k in enumerate(idx):
             p = preds[k]
             p.raw_probabilities = {lb: float(raw[row, j]) for j, lb in enumerate(self.labels)}
             p.probabilities = {lb: float(cal[row, j]) for j, lb in enumerate(self.labels)}
-            p.thresholds = {lb: self.thresholds.get(lb) for lb in self.labels}
-            p.findings = [lb for lb in self.labels if p.thresholds[lb] is not None
-                          and p.probabilities[lb] >= p.thresholds[lb]]
-            self._gate(p, None if ood is None else float(ood[row]))
+            p.thresholds, p.not_callable, p.policy = dict(thresholds), dict(not_callable), self.calibration.policy
+            p.findings = [lb for lb in self.labels if thresholds[lb] is not None
+                          and p.probabilities[lb] >= thresholds[lb]]
+            p.statements = {lb: self.calibration.statement(lb) for lb in p.findings}
+            self._ood_info(p, None if ood is None else float(ood[row]))
             if heatmaps is True:
                 names = p.findings or [max(p.probabilities, key=p.probabilities.get)]
             else:
-                names = [lb for lb in (heatmaps or []) if lb in self.labels]
+                names = [lb for lb in dict.fromkeys(heatmaps or []) if lb in self.labels]
             wanted += [(row, self.labels.index(lb)) for lb in names]
-        if wanted:
+        if wanted and self.can_explain:
             rows = [r for r, _ in wanted]
             maps = self.heatmaps(batch[rows], [c for _, c in wanted], method=method,
                                  meta=None if meta is None else meta[rows])
             for (row, c), hm in zip(wanted, maps, strict=True):
                 preds[idx[row]].heatmaps[self.labels[c]] = hm
 
-    def _ood_scores(self, feats: np.ndarray | None) -> np.ndarray | None:
-        if self.ood is None or feats is None:
+    def _ood_scores(self, extra: np.ndarray | None) -> np.ndarray | None:
+        if self.ood is None or extra is None:
             return None
         from chestdx.inference.ood import mahalanobis_sq, scores
 
-        return scores(mahalanobis_sq(feats, self.ood), self.ood)
+        d2 = mahalanobis_sq(extra, self.ood) if self.backend.name == "torch" else extra
+        return scores(d2, self.ood)
 
     @staticmethod
-    def _gate(p: Prediction, score: float | None) -> None:
+    def _ood_info(p: Prediction, score: float | None) -> None:
         from chestdx.inference.ood import assess
 
         res = assess(score, p.ood_reasons)
         p.ood_score, p.ood_flag, p.ood_reasons, p.warning = res.score, res.flag, res.reasons, res.warning
 
     def describe(self) -> dict[str, Any]:
-        """Model facts for the API and the report."""
+        """Model facts for the API, the page and the report."""
         return {"arch": self.arch, "labels": self.labels, "input_size": self.input_size,
-                "temperature": self.temperature, "thresholds": self.thresholds, "metadata": list(self.metadata),
-                "calibrated": self.payload.get("temperature") is not None,
-                "thresholds_from": "validation split" if self.thresholds else None,
+                "metadata": list(self.metadata), "backend": self.backend.name,
+                "members": len(self.info.get("members") or [None]), "ensemble": self.info.get("ensemble"),
+                "calibration": self.calibration.describe(), "thresholds": {lb: self.calibration.threshold(lb)
+                                                                           for lb in self.labels},
+                "quality_gate": None if self.gate is None else self.gate.describe(),
                 "ood": None if self.ood is None else self.ood.to_dict(arrays=False), "note": DISCLAIMER}
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
+
+
+def _gate(gate: Any) -> Any:
+    """``"default"`` -> the packaged quality gate; None/False -> no gate; an object -> itself."""
+    if gate is None or gate is False:
+        return None
+    if gate != "default":
+        return gate
+    try:
+        from chestdx.inference.quality import QualityGate
+
+        return QualityGate.default()
+    except (ImportError, FileNotFoundError) as err:  # pragma: no cover - packaging error
+        log.warning("quality gate unavailable (%s): images are not checked", err)
+        return None
+
+
 def _ood_stats(d: dict[str, Any] | None) -> Any:
-    """The checkpoint's fitted OOD statistics (``chestdx.inference.ood.OODStats``) or None."""
-    if not d:
+    """OOD statistics (``chestdx.inference.ood.OODStats``) from ood.npz / a sidecar, or None."""
+    if not d or "mean" not in d and "threshold" not in d:
         return None
     from chestdx.inference.ood import OODStats
 
-    return OODStats.from_dict({k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in d.items()})
-
+    if "mean" not in d:  # ONNX sidecar: the arrays are graph constants; only the threshold is needed
+        return OODStats.from_dict({**d, "mean": np.zeros(1, np.float32), "precision": np.zeros((1, 1), np.float32)})
+    return OODStats.from_dict(d)

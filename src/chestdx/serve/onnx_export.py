@@ -1,4 +1,4 @@
-"""Export a run's ``InferenceNet`` to ONNX (+ a JSON sidecar) for torch-free inference with onnxruntime.
+"""Export a run's ensemble to ONNX (+ a JSON sidecar) for torch-free inference with onnxruntime.
 
 Graph: input ``image`` (B, 1, S, S) float32 pixels in [0, 1] (normalization is inside the graph), optional
 ``meta`` (B, 2*len(metadata)) when the model fuses metadata; outputs ``logits`` (B, L) and, when the run has
@@ -18,60 +18,65 @@ import numpy as np
 import torch
 from torch import nn
 
-from chestdx.inference import DISCLAIMER, Predictor
+from chestdx.inference.backend_onnx import SIDECAR_FORMAT, sidecar_path
 from chestdx.inference.ood import OODStats
+from chestdx.inference.prediction import DISCLAIMER
 
-SIDECAR_FORMAT = "chestdx-onnx/1"
 OPSET = 17
 
 
 class ExportNet(nn.Module):
-    """``InferenceNet`` + the OOD distance, as one traceable module: ``forward(image, meta) -> (logits, d2)``."""
+    """The ensemble + the OOD distance as one traceable module: ``forward(image, meta) -> (mean logits, d2)``.
 
-    def __init__(self, net: nn.Module, ood: OODStats | None = None):
+    Logits are averaged over the members (the run's ``mean_logit`` ensemble); the OOD distance uses member 0's
+    pooled features, as the torch backend does.
+    """
+
+    def __init__(self, members: list[nn.Module], ood: OODStats | None = None):
         super().__init__()
-        self.net = net
+        self.members = nn.ModuleList(members)
         self.has_ood = ood is not None
         self.l2 = ood is not None and ood.normalize == "l2"
         self._feats: list[torch.Tensor] = []
         if ood is not None:
             self.register_buffer("ood_mean", torch.from_numpy(np.asarray(ood.mean, np.float32)))
             self.register_buffer("ood_precision", torch.from_numpy(np.asarray(ood.precision, np.float32)))
-            net.model.backbone.register_forward_hook(lambda _m, _i, out: self._feats.append(out))
+            members[0].model.backbone.register_forward_hook(lambda _m, _i, out: self._feats.append(out))
 
     def forward(self, image: torch.Tensor, meta: torch.Tensor | None = None):
         self._feats.clear()
-        logits = self.net(image, meta)
+        logits = torch.stack([net(image, meta) for net in self.members]).mean(0)
         if not self.has_ood:
             return logits
-        f = self._feats[-1]
+        f = self._feats[0]
         if self.l2:
             f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
         d = f - self.ood_mean
         return logits, ((d @ self.ood_precision) * d).sum(dim=1)
 
 
-def sidecar_path(onnx_path: str | Path) -> Path:
-    """``model.onnx`` -> ``model.json``."""
-    return Path(onnx_path).with_suffix(".json")
+def export_onnx(run_dir: str | Path, out: str | Path, opset: int = OPSET, check: bool = True) -> dict[str, Any]:
+    """Write ``out`` (.onnx) and its sidecar JSON (manifest + calibration + OOD threshold); returns the sidecar."""
+    from chestdx.inference.backend_torch import load_members
+    from chestdx.rundir import RunDir
 
-
-def export_onnx(run_or_predictor: str | Path | Predictor, out: str | Path, opset: int = OPSET,
-                check: bool = True) -> dict[str, Any]:
-    """Write ``out`` (.onnx) and its sidecar JSON; returns the sidecar dict (+ ``check`` results)."""
-    pred = run_or_predictor if isinstance(run_or_predictor, Predictor) else Predictor.from_run(run_or_predictor)
+    run = RunDir(run_dir)
+    manifest = run.manifest()
+    ood_d = run.read_ood()
+    ood = OODStats.from_dict(ood_d) if ood_d else None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ExportNet(_fresh_net(pred), pred.ood).eval()
-    s = pred.input_size
+    wrapper = ExportNet(load_members(run, manifest), ood).eval()
+    metadata = tuple(manifest.get("metadata") or ())
+    s = int(manifest["input_size"])
     image = torch.rand(2, 1, s, s)
     inputs: tuple[torch.Tensor, ...] = (image,)
     names, dynamic = ["image"], {"image": {0: "batch"}}
     meta_missing = None
-    if pred.metadata:
+    if metadata:
         from chestdx.models.metadata import missing_metadata
 
-        meta_missing = missing_metadata(1, pred.metadata)[0].astype(np.float32)
+        meta_missing = missing_metadata(1, metadata)[0].astype(np.float32)
         inputs = (image, torch.from_numpy(np.repeat(meta_missing[None], 2, axis=0)))
         names.append("meta")
         dynamic["meta"] = {0: "batch"}
@@ -84,25 +89,17 @@ def export_onnx(run_or_predictor: str | Path | Predictor, out: str | Path, opset
                           output_names=outputs, dynamic_axes=dynamic, do_constant_folding=True)
     tmp.replace(out)
     side = {
-        "format": SIDECAR_FORMAT, "onnx_file": out.name, "arch": pred.arch, "labels": pred.labels,
-        "input_size": s, "input": "image (B,1,S,S) float32 in [0,1], grayscale; normalization is in the graph",
-        "inputs": names, "outputs": outputs, "temperature": pred.temperature, "thresholds": pred.thresholds,
-        "metadata": list(pred.metadata), "meta_missing": None if meta_missing is None else meta_missing.tolist(),
-        "ood": None if pred.ood is None else pred.ood.to_dict(arrays=False), "opset": opset,
+        "format": SIDECAR_FORMAT, "onnx_file": out.name, "manifest": manifest,
+        "calibration": run.read_calibration(),
+        "input": "image (B,1,S,S) float32 in [0,1], grayscale; normalization is in the graph",
+        "inputs": names, "outputs": outputs, "meta_missing": None if meta_missing is None else meta_missing.tolist(),
+        "ood": None if ood is None else ood.to_dict(arrays=False), "opset": opset,
         "exported_with": {"torch": torch.__version__}, "note": DISCLAIMER,
     }
     sidecar_path(out).write_text(json.dumps(side, indent=1))
     if check:
         side["check"] = check_parity(wrapper, out, inputs)
     return side
-
-
-def _fresh_net(pred: Predictor) -> nn.Module:
-    """A copy of the predictor's net (its feature hook and lock stay with the predictor)."""
-    from chestdx.models.inference import InferenceNet
-    from chestdx.train.checkpoint import model_from_checkpoint
-
-    return InferenceNet(model_from_checkpoint(pred.payload)).eval()
 
 
 def check_parity(wrapper: ExportNet, onnx_path: str | Path, inputs: tuple[torch.Tensor, ...]) -> dict[str, float]:
