@@ -159,12 +159,13 @@ def explain_images(
             if ok:
                 batch = np.stack(pixels)
                 z = pred.logits(batch)
-                raw, cal = 1.0 / (1.0 + np.exp(-z)), 1.0 / (1.0 + np.exp(-z / pred.temperature))
+                raw, cal = 1.0 / (1.0 + np.exp(-z)), pred.calibration.apply(z)
                 pairs = [(i, j) for i in range(len(ok)) for j in _select(pred.labels, cal[i], labels, top_k)]
                 maps = pred.heatmaps(batch[[i for i, _ in pairs]], [j for _, j in pairs], method=method,
                                      batch_size=batch_size, **saliency_kwargs)
                 for (i, j), hm in zip(pairs, maps, strict=True):
-                    label, thr = pred.labels[j], pred.thresholds.get(pred.labels[j])
+                    label = pred.labels[j]
+                    thr = pred.calibration.threshold(label)
                     caption = format_caption(label, float(cal[i, j]), method)
                     png = overlay_png(shown[i], hm, caption, _unique(out, f"{_slug(ok[i].stem)}__{_slug(label)}", used))
                     if len(panels) < MAX_GALLERY:

@@ -68,28 +68,40 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
                         H.fmt_ci(op.get("f1"), op.get("f1_ci"), 2)])
     out = intro + H.table(METRIC_HEADER, metrics_rows(metrics))
     if ops:
-        out += "<h3>At the validation thresholds (test)</h3>" + H.table(
+        out += "<h3>At the calibrated operating points (test)</h3>" + H.table(
             ["label", "threshold", "TP", "FP", "FN", "TN", "PPV", "NPV", "F1"], ops)
     return out
 
 
-def _threshold_section(metrics: dict[str, Any]) -> str:
-    if not metrics:
-        return ""
-    details = metrics.get("threshold_details", {})
-    rows = [[lb, H.fmt(t), H.fmt((metrics.get("thresholds_raw") or {}).get(lb)),
-             f"{d.get('n_pos', '—')} / {d.get('n_neg', '—')}", H.fmt(d.get("val_sensitivity"), 2),
-             H.fmt(d.get("val_specificity"), 2), d.get("warning") or d.get("reason") or ""]
-            for lb, t in (metrics.get("thresholds") or {}).items() for d in [details.get(lb, {})]]
-    cal = metrics.get("calibration") or {}
-    text = (f"<p>Thresholds ({H.esc(metrics.get('threshold_method', '?'))}, on "
-            f"{H.esc(metrics.get('threshold_space', 'calibrated'))} probabilities) and the temperature "
-            f"T = {H.fmt(metrics.get('temperature'))} were chosen on the <b>validation</b> split "
-            f"({metrics.get('n_val_images')} images, {metrics.get('n_val_patients')} patients); test labels were "
-            f"never used. Test ECE: {H.fmt((cal.get('before') or {}).get('ece'))} raw, "
-            f"{H.fmt((cal.get('after') or {}).get('ece'))} after temperature scaling.</p>")
-    return text + H.table(["label", "threshold (calibrated p)", "threshold (raw p)", "val pos / neg",
-                           "val sensitivity", "val specificity", "note"], rows)
+def _pct_ci(op: dict[str, Any], key: str) -> str:
+    v, ci = op.get(key), op.get(f"{key}_ci")
+    if v is None:
+        return "—"
+    return f"{100 * v:.0f}%" + (f" [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]" if ci else "")
+
+
+def _threshold_section(run: Path) -> str:
+    """The calibration sidecar: calibrator per label and the chosen operating point's out-of-fold meaning."""
+    from chestdx.rundir import RunDir
+
+    side = RunDir(run).read_calibration()
+    if not side:
+        return "<p>Not calibrated yet: run <code>chestdx evaluate RUN_DIR</code> (no finding is called until then).</p>"
+    policy = side.get("policy", "balanced")
+    rows = []
+    for lb, d in (side.get("labels") or {}).items():
+        op = (d.get("operating_points") or {}).get(policy) or {}
+        rows.append([lb, (d.get("calibrator") or {}).get("method", "?"), f"{d.get('n_pos', '—')} / {d.get('n_neg', '—')}",
+                     H.fmt(op.get("threshold")) if d.get("callable") else "score only",
+                     _pct_ci(op, "sensitivity"), _pct_ci(op, "specificity"), _pct_ci(op, "ppv"),
+                     "" if d.get("callable") else (d.get("reason") or "")])
+    text = (f"<p>Per-label calibrators and thresholds (policy <b>{H.esc(policy)}</b>) were fitted on "
+            f"<b>{H.esc(side.get('source'))}</b> predictions ({side.get('n_images')} images, "
+            f"{side.get('n_patients')} patients); test rows were never used. Rates are out-of-fold with "
+            f"patient-bootstrap 95% CIs. A label without enough positives is shown as a score only, never called."
+            f"</p>")
+    return text + H.table(["label", "calibrator", "pos / neg", "threshold (calibrated p)", "sensitivity",
+                           "specificity", "PPV (training prevalence)", "why not called"], rows)
 
 
 def _plots_section(run: Path, metrics: dict[str, Any]) -> str:
@@ -106,7 +118,7 @@ def _gallery_section(run: Path, metrics: dict[str, Any], n_gallery: int, predict
         return "<p>No estimable label with a threshold: no gallery.</p>"
     parts = ["<p>Grad-CAM maps of the test images for the labels with most test positives: rows are true "
              "positives (most confident), false positives (most confident false alarms) and false negatives (most "
-             "confident misses), using the validation thresholds. Probabilities are calibrated.</p>"]
+             "confident misses), at the calibrated operating point. Probabilities are calibrated.</p>"]
     for it in items:
         c = it["counts"]
         parts.append(f"<h3>{H.esc(it['label'])}</h3><p class='muted'>threshold {H.fmt(it['threshold'])}; test "
@@ -145,7 +157,7 @@ def build_report(run_dir: str | Path, n_gallery: int = 3, predictor: Any = None)
     from chestdx.inference import Predictor
 
     run = Path(run_dir)
-    predictor = predictor or Predictor.from_run(run)
+    predictor = predictor or Predictor.from_run(run, gate=None)
     split = read_split(run)
     summary = data_summary(split, predictor.labels)
     metrics_path = run / "metrics.json"
@@ -171,7 +183,8 @@ def build_report(run_dir: str | Path, n_gallery: int = 3, predictor: Any = None)
             H.section("Data", _data_section(run, summary, eda), "data"),
             H.section("Training", _training_section(run), "training"),
             H.section("Test metrics with 95% confidence intervals", _metrics_section(metrics), "metrics"),
-            H.section("Thresholds and calibration (from validation)", _threshold_section(metrics), "thresholds"),
+            H.section("Calibration and operating points (out-of-fold / validation)", _threshold_section(run),
+                      "thresholds"),
             H.section("ROC, PR and calibration plots", _plots_section(run, metrics), "plots"),
             H.section("Saliency gallery: true positives, false positives, false negatives",
                       _gallery_section(run, metrics, n_gallery, predictor), "saliency"),

@@ -13,23 +13,17 @@ import numpy as np
 import pandas as pd
 
 from chestdx.explain.overlay import OverlayItem, format_caption, save_gallery
-from chestdx.inference import Predictor
+from chestdx.inference.predictor import Predictor
 from chestdx.io import ImageReadError, read_image
 
 CATEGORIES = ("TP", "FP", "FN")
 
 
-def calibrated(p_raw: np.ndarray, temperature: float) -> np.ndarray:
-    """sigmoid(logit(p) / T): the Predictor's calibrated probability from a raw one."""
-    p = np.clip(np.asarray(p_raw, dtype=np.float64), 1e-7, 1 - 1e-7)
-    return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / float(temperature or 1.0)))
-
-
-def pick_examples(pred: pd.DataFrame, label: str, threshold: float, temperature: float,
-                  split: str = "test") -> dict[str, pd.DataFrame]:
-    """Rows of ``pred`` (with a ``p_cal`` column) for each of TP / FP / FN, sorted, all of them (take ``n``)."""
+def pick_examples(pred: pd.DataFrame, label: str, threshold: float, split: str = "test") -> dict[str, pd.DataFrame]:
+    """Rows of ``pred`` (its calibrated ``cal_<Label>`` as ``p_cal``) for each of TP / FP / FN: TP and FP most
+    confident first, FN least confident first (the clearest misses); all of them (take ``n``)."""
     df = pred[(pred["split"] == split) & pred[label].notna()].copy()
-    df["p_cal"] = calibrated(df[f"prob_{label}"].to_numpy(), temperature)
+    df["p_cal"] = df[f"cal_{label}"].to_numpy(dtype=np.float64)
     pos, hit = df[label] == 1, df["p_cal"] >= threshold
     return {"TP": df[pos & hit].sort_values("p_cal", ascending=False),
             "FP": df[~pos & hit].sort_values("p_cal", ascending=False),
@@ -60,14 +54,13 @@ def saliency_gallery(run_dir: str | Path, metrics: dict[str, Any], out_dir: str 
         return []
     predictions = pd.read_csv(pred_csv, dtype={"image_id": str, "patient_id": str})
     split = read_split(run).drop_duplicates("image_id").set_index("image_id")
-    predictor = predictor or Predictor.from_run(run)
-    temperature = float(metrics.get("temperature") or 1.0)
+    predictor = predictor or Predictor.from_run(run, gate=None)
     out = []
     for label in top_labels(metrics, max_labels):
         if label not in predictor.labels:
             continue
         thr = float(metrics["thresholds"][label])
-        picks = pick_examples(predictions, label, thr, temperature)
+        picks = pick_examples(predictions, label, thr)
         items: list[OverlayItem] = []
         blank = np.ones((predictor.input_size, predictor.input_size), np.float32)
         for cat in CATEGORIES:

@@ -70,15 +70,17 @@ def build_model_card(run_dir: str | Path, summary: dict[str, Any] | None = None,
                      metrics: dict[str, Any] | None = None) -> Card:
     """The card's sections for ``run_dir`` (``summary`` = :func:`chestdx.report.data_summary.data_summary`)."""
     from chestdx.report.data_summary import data_summary, read_split
-    from chestdx.train.checkpoint import read_checkpoint
+    from chestdx.rundir import RunDir
 
     run = Path(run_dir)
-    ckpt = read_checkpoint(run)
+    rd = RunDir(run)
+    ckpt = rd.manifest()
+    side = rd.read_calibration()
     labels = list(ckpt["labels"])
     metrics = metrics if metrics is not None else _json(run / "metrics.json")
     summary = summary or data_summary(read_split(run), labels)
     train = _json(run / "train_summary.json")
-    config = ckpt.get("config") or {}
+    config = {"name": ckpt.get("config_name"), "seed": train.get("seed", "?")}
     src, synthetic, nih = _data_facts(summary)
     size = int(ckpt["input_size"])
 
@@ -89,8 +91,9 @@ def build_model_card(run_dir: str | Path, summary: dict[str, Any] | None = None,
         f"Outputs: independent probabilities for {len(labels)} labels: {', '.join(labels)}",
         f"Run: {run.name} (config {config.get('name', '?')}, seed {config.get('seed', '?')}); best validation macro "
         f"AUROC {fmt(train.get('best_val_macro_auroc'))} at epoch {train.get('best_epoch', '?')}",
-        f"Temperature {fmt(ckpt.get('temperature'))} and per-label thresholds chosen on the validation split"
-        if ckpt.get("temperature") is not None else "Not calibrated yet: run `chestdx evaluate` first",
+        f"Ensemble of {len(ckpt['members'])} member(s) (mean logit); per-label calibration and operating points "
+        f"(policy {side.get('policy')}) fitted on {side.get('source')} predictions of {side.get('n_images')} images"
+        if side else "Not calibrated yet: run `chestdx evaluate` first (no finding is called until then)",
     ]]
     intended = [
         NOTICE,
@@ -116,14 +119,20 @@ def build_model_card(run_dir: str | Path, summary: dict[str, Any] | None = None,
     if metrics:
         evaluation.append(f"Test split: {metrics.get('n_test_images', '?')} images of "
                           f"{metrics.get('n_test_patients', '?')} patients. 95% CIs from a bootstrap over patients; "
-                          f"labels with too few positives or negatives are marked not estimable. Thresholds "
-                          f"({metrics.get('threshold_method', '?')}) and temperature were chosen on the validation "
-                          f"split ({metrics.get('n_val_images', '?')} images), never on test.")
+                          f"labels with too few positives or negatives are marked not estimable. Per-label "
+                          f"calibration and thresholds (policy {metrics.get('policy', '?')}) were fitted on "
+                          f"{metrics.get('calibration_source', '?')} predictions, never on test.")
         evaluation.append(Tab(METRIC_HEADER, metrics_rows(metrics)))
         cal = metrics.get("calibration") or {}
         if cal.get("before"):
-            evaluation.append(f"Calibration (test ECE): {fmt(cal['before'].get('ece'))} raw, "
-                              f"{fmt((cal.get('after') or {}).get('ece'))} after temperature scaling.")
+            after = cal.get("after") or {}
+            evaluation.append(f"Calibration (test ECE): {fmt(cal['before'].get('ece'))} raw, {fmt(after.get('ece'))} "
+                              f"after per-label calibration (median per-label ECE "
+                              f"{fmt(after.get('median_per_label'))}).")
+        fpi = metrics.get("findings_per_image") or {}
+        if fpi:
+            evaluation.append(f"Findings called per test image: {fmt(fpi.get('called_per_image'))} vs "
+                              f"{fmt(fpi.get('true_per_image'))} truly present.")
     else:
         evaluation.append("Not evaluated yet (no metrics.json): run `chestdx evaluate RUN_DIR`.")
     n_train = splits.get("train", {}).get("images", summary.get("n_images", 0))
@@ -137,8 +146,9 @@ def build_model_card(run_dir: str | Path, summary: dict[str, Any] | None = None,
         "and 'No Finding' is not a verified normal." if nih else
         "Labels come from the source dataset's own process; their error rate is not known here.",
         "Not validated prospectively, nor in a clinical workflow; no reader study.",
-        f"Calibration (temperature) and thresholds were fitted on a small validation split "
-        f"({metrics.get('n_val_images', '?')} images): probabilities may be miscalibrated elsewhere.",
+        f"Calibration and thresholds were fitted on {side.get('n_images', '?') if side else '?'} out-of-fold or "
+        "validation images of the same hospital: probabilities may be miscalibrated elsewhere; re-calibrate on "
+        "local data (`chestdx evaluate` on a local split) before use.",
         "Performance across sex, age groups and view position was not separately established.",
     ]
     if synthetic:

@@ -1,7 +1,7 @@
 """Batch prediction over files and folders (recursive; PNG/JPEG/DICOM): rows with probabilities or an error.
 
 Used by ``chestdx predict``. A bad file becomes a row with ``error`` filled; the others are still processed.
-Works with the torch :class:`~chestdx.inference.Predictor` or the torch-free ``OnnxPredictor`` (no heatmaps).
+Works with either backend of :class:`~chestdx.inference.Predictor` (the ONNX one has no heatmaps).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from typing import Any
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".dic", ".bmp", ".tif", ".tiff",
                               ".gif", ".webp"})
-DISCLAIMER_LINE = "Decision support only - not a diagnosis. Probabilities are temperature-calibrated."
+DISCLAIMER_LINE = ("Decision support only - not a diagnosis. Probabilities are calibrated on out-of-fold or validation "
+                   "data; a finding is called only with the stated meaning of its threshold (column statements).")
+BASE_COLUMNS = ("path", "error", "quality", "quality_prob", "corrected", "ood_score", "ood_flag", "findings")
 
 
 @dataclass
@@ -73,14 +75,17 @@ def _safe_stem(path: Path) -> str:
 
 
 def _row(pred: Any, labels: Sequence[str]) -> dict[str, Any]:
-    row: dict[str, Any] = {"path": pred.source}
+    ok = not pred.error
+    row: dict[str, Any] = {"path": pred.source, "error": pred.error or "", "quality": pred.quality or "",
+                           "quality_prob": pred.quality_prob, "corrected": pred.corrected or "",
+                           "ood_score": pred.ood_score, "ood_flag": bool(pred.ood_flag) if ok else None,
+                           "findings": ";".join(pred.findings) if ok else ""}
     for lb in labels:
-        row[f"prob_{lb}"] = pred.probabilities.get(lb) if not pred.error else None
-    row["findings"] = ";".join(pred.findings) if not pred.error else ""
-    row["ood_score"] = pred.ood_score
-    row["ood_flag"] = bool(pred.ood_flag) if not pred.error else None
+        row[f"prob_{lb}"] = pred.probabilities.get(lb) if ok else None
+    for lb in labels:
+        row[f"called_{lb}"] = (lb in pred.findings) if ok else None
+    row["statements"] = " | ".join(f"{lb}: {text}" for lb, text in pred.statements.items()) if ok else ""
     row["warning"] = pred.warning or ""
-    row["error"] = pred.error or ""
     return row
 
 
@@ -101,7 +106,7 @@ def predict_paths(predictor: Any, paths: Sequence[str | Path], batch_size: int =
         for k, pred in enumerate(preds):
             row = _row(pred, result.labels)
             if want_maps and not pred.error and pred.heatmaps:
-                row["heatmaps"] = ";".join(_save_maps(pred, Path(heatmaps_dir), i + k, method))
+                row["heatmaps"] = ";".join(_save_maps(predictor, pred, Path(heatmaps_dir), i + k, method))
             result.rows.append(row)
         if progress:
             progress(len(chunk))
@@ -109,11 +114,13 @@ def predict_paths(predictor: Any, paths: Sequence[str | Path], batch_size: int =
     return result
 
 
-def _save_maps(pred: Any, folder: Path, index: int, method: str) -> list[str]:
+def _save_maps(predictor: Any, pred: Any, folder: Path, index: int, method: str) -> list[str]:
     from chestdx.explain import format_caption, overlay_png
     from chestdx.io import read_image
 
     image = read_image(pred.source)
+    if pred.corrected and predictor.gate is not None:  # the maps are on the corrected (upright) image
+        image = predictor.gate.correct(image, predictor.gate.assess(image))
     out = []
     for label, heat in pred.heatmaps.items():
         path = folder / f"{index:06d}_{_safe_stem(Path(pred.source))}_{label}.png"
@@ -127,8 +134,8 @@ def _clean(value: Any) -> Any:
 
 
 def write_result(result: BatchResult, out: str | Path, model: dict[str, Any] | None = None) -> Path:
-    """``.csv`` (columns path, prob_<Label>..., findings, ood_score, ood_flag, warning, error[, heatmaps])
-    or ``.json`` ({model, note, predictions: [...]})."""
+    """``.csv`` (columns path, error, quality, quality_prob, corrected, ood_score, ood_flag, findings,
+    prob_<Label>..., called_<Label>..., statements, warning[, heatmaps]) or ``.json`` ({model, note, predictions})."""
     import pandas as pd
 
     out = Path(out)
@@ -139,8 +146,8 @@ def write_result(result: BatchResult, out: str | Path, model: dict[str, Any] | N
                "predictions": [{k: _clean(v) for k, v in r.items()} for r in result.rows]}
         out.write_text(json.dumps(doc, indent=1))
     elif out.suffix.lower() == ".csv":
-        cols = ["path", *[f"prob_{lb}" for lb in result.labels], "findings", "ood_score", "ood_flag", "warning",
-                "error"]
+        cols = [*BASE_COLUMNS, *[f"prob_{lb}" for lb in result.labels], *[f"called_{lb}" for lb in result.labels],
+                "statements", "warning"]
         if any("heatmaps" in r for r in result.rows):
             cols.append("heatmaps")
         pd.DataFrame(result.rows, columns=cols).to_csv(out, index=False)
