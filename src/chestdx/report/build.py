@@ -91,7 +91,8 @@ def _threshold_section(run: Path) -> str:
     rows = []
     for lb, d in (side.get("labels") or {}).items():
         op = (d.get("operating_points") or {}).get(policy) or {}
-        rows.append([lb, (d.get("calibrator") or {}).get("method", "?"), f"{d.get('n_pos', '—')} / {d.get('n_neg', '—')}",
+        method = (d.get("calibrator") or {}).get("method", "?")
+        rows.append([lb, method, f"{d.get('n_pos', '—')} / {d.get('n_neg', '—')}",
                      H.fmt(op.get("threshold")) if d.get("callable") else "score only",
                      _pct_ci(op, "sensitivity"), _pct_ci(op, "specificity"), _pct_ci(op, "ppv"),
                      "" if d.get("callable") else (d.get("reason") or "")])
