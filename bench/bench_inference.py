@@ -4,7 +4,7 @@ Run:
   .venv/bin/python bench/bench_inference.py latency [--arch densenet121] [--size 224] [--threads 2]
   .venv/bin/python bench/bench_inference.py ood --run runs/nih-default [--n 200]
 Prints JSON. ``latency`` uses UNTRAINED weights (timing only). ``ood`` fits the gate on the run's training
-split in memory when the checkpoint has none (the run dir is never written).
+split in memory when the run has no ood.npz (the run dir is never written).
 """
 
 from __future__ import annotations
@@ -27,16 +27,22 @@ LABELS_14 = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", 
 
 
 # -- latency / throughput -------------------------------------------------------------------------------------
-def _untrained_predictor(arch: str, size: int):
-    from chestdx.inference import Predictor
-    from chestdx.models import build_model
+def _untrained_run(arch: str, size: int, folder: str | Path, members: int = 1) -> Path:
+    """A chestdx-run/2 dir of ``members`` untrained models (timing only)."""
+    import torch
 
-    model = build_model(arch, len(LABELS_14), pretrained=None, input_size=size)
-    payload = {"format": "chestdx-checkpoint/1", "arch": arch, "labels": LABELS_14, "input_size": size,
-               "mean": list(model.mean), "std": list(model.std), "pretrained": None, "freeze": "none",
-               "metadata": [], "state_dict": model.state_dict(), "thresholds": None, "temperature": None,
-               "config": {}}
-    return Predictor(payload)
+    from chestdx.models import build_model
+    from chestdx.rundir import RunDir
+
+    run = RunDir(Path(folder) / "run")
+    entries = []
+    for k in range(members):
+        torch.manual_seed(k)
+        model = build_model(arch, len(LABELS_14), pretrained=None, input_size=size)
+        entries.append(run.write_member(k, model.state_dict(), fold=k))
+    run.write_manifest({"arch": arch, "labels": LABELS_14, "input_size": size, "mean": list(model.mean),
+                        "std": list(model.std), "metadata": [], "pretrained": None, "freeze": "none"}, entries)
+    return run.path
 
 
 def _timed(fn, repeat: int) -> dict:
@@ -49,20 +55,21 @@ def _timed(fn, repeat: int) -> dict:
     return {"median_s": float(np.median(times)), "min_s": float(np.min(times)), "repeat": repeat}
 
 
-def bench_latency(arch: str, size: int, threads: int, repeat: int, batch: int) -> dict:
+def bench_latency(arch: str, size: int, threads: int, repeat: int, batch: int, members: int = 1) -> dict:
     import torch
 
+    import chestdx
     from chestdx.serve.onnx_export import export_onnx
-    from chestdx.serve.onnx_predictor import OnnxPredictor
 
     torch.set_num_threads(threads)
-    pred = _untrained_predictor(arch, size)
     png = sorted((data_root() / "nih-fullres" / "images").glob("*.png"))
     one = png[0]
     top = [0]
     with tempfile.TemporaryDirectory() as tmp:
-        export_onnx(pred, Path(tmp) / "m.onnx", check=False)
-        ort = OnnxPredictor(Path(tmp) / "m.onnx", threads=threads)
+        run = _untrained_run(arch, size, tmp, members)
+        pred = chestdx.load(run)
+        parity = export_onnx(run, Path(tmp) / "m.onnx")["check"]
+        ort = chestdx.load(Path(tmp) / "m.onnx", threads=threads)
         res = {
             "torch_probs": _timed(lambda: pred.predict([one]), repeat),
             "torch_probs_gradcam": _timed(lambda: pred.predict([one], heatmaps=[LABELS_14[top[0]]]), repeat),
@@ -82,7 +89,9 @@ def bench_latency(arch: str, size: int, threads: int, repeat: int, batch: int) -
         t = time.perf_counter()
         rows = ort.predict([str(p) for p in png], batch_size=batch)
         res["end_to_end_onnx_img_per_s"] = len(rows) / (time.perf_counter() - t)
+        res["onnx_parity"] = parity
     return {"bench": "inference latency", "arch": arch, "input_size": size, "weights": "untrained (timing only)",
+            "members": members,
             "threads": threads, "batch_size": batch, "image": f"{one.name} (1024 px PNG, nih-fullres)",
             "machine": machine(), "results": res, "target_s_per_image": 0.5}
 
@@ -174,14 +183,15 @@ def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
 def bench_ood(run: Path, n: int, seed: int) -> dict:
     import pandas as pd
 
-    from chestdx.inference import Predictor
+    import chestdx
     from chestdx.inference.ood_fit import fit_run_ood
+    from chestdx.inference.run_table import open_run_table
 
-    pred = Predictor.from_run(run)
+    pred = chestdx.load(run, gate=None)  # the feature-space OOD score alone (the quality gate has its own bench)
     fitted_here = pred.ood is None
     if fitted_here:
-        table = pd.read_csv(run / "split.csv")
-        pred.ood = fit_run_ood(pred, table, (pred.payload.get("config") or {}).get("cache_root"), seed=seed)
+        rt = open_run_table(run)
+        pred.ood = fit_run_ood(pred, rt.table, rt.cache_root, seed=seed)
     split = pd.read_csv(run / "split.csv")
     test_paths = [Path(p) for p in split.loc[split["split"] == "test", "path"]][:n]
     root = data_root()
@@ -233,13 +243,14 @@ def main(argv: list[str]) -> None:
     lat.add_argument("--threads", type=int, default=2)
     lat.add_argument("--repeat", type=int, default=10)
     lat.add_argument("--batch", type=int, default=16)
+    lat.add_argument("--members", type=int, default=1, help="ensemble members (K-fold run)")
     ood = sub.add_parser("ood")
     ood.add_argument("--run", type=Path, required=True)
     ood.add_argument("--n", type=int, default=200, help="CXRs per source; negatives: n/5 per kind")
     ood.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.cmd == "latency":
-        out = bench_latency(args.arch, args.size, args.threads, args.repeat, args.batch)
+        out = bench_latency(args.arch, args.size, args.threads, args.repeat, args.batch, args.members)
     else:
         out = bench_ood(args.run, args.n, args.seed)
     print(json.dumps(out, indent=2))
