@@ -76,7 +76,7 @@ def evaluate_heldout(pred: pd.DataFrame, calibration: Calibration, labels: Seque
             called[:, j] = p_cal[:, j] >= t
     return {
         "labels": metrics["labels"], "macro": metrics["macro"], "thresholds": thresholds,
-        "policy": calibration.policy, "calibration_source": calibration.describe().get("source"),
+        "policy": calibration.policy, "calibration_source": calibration.source,
         "calibration": {"n_bins": n_bins, "before": _calibration_block(test.y, test.p, labels, n_bins),
                         "after": _calibration_block(test.y, p_cal, labels, n_bins)},
         "findings_per_image": findings_per_image(test.y, called),

@@ -63,7 +63,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     cal_cfg = rt.config.get("calibration") or {}
     calibrate_run(run.path, policy=policy or cal_cfg.get("policy", "balanced"), prevalence=prevalence,
                   min_positives=int(min_positives or cal_cfg.get("min_positives", 10)), n_boot=n_boot, seed=seed)
-    predictor.calibration = Calibration.from_sidecar(run.read_calibration())
+    predictor.calibration = Calibration.from_sidecar(run.read_calibration(), predictor.labels)
     pred = predict_table(predictor, rt.rows("val", split), rt.cache_root, show_progress, calibrated=True)
     pred.to_csv(run.predictions, index=False)
     result = evaluate_heldout(pred, predictor.calibration, predictor.labels, test_split=split, n_boot=n_boot,

@@ -18,6 +18,10 @@ DISCLAIMER = ("Decision support only: probabilities from a research model, not a
 class QualityRefused(ImageReadError):
     """The quality gate refused the image (not a usable frontal chest X-ray); the message says why."""
 
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, reason)
+        ValueError.__init__(self, f"{self.path}: refused by the quality gate: {reason}")
+
 
 @dataclass
 class Prediction:

@@ -59,7 +59,7 @@ class Predictor:
         info = run.manifest()
         backend = TorchBackend(load_members(run, info), device=device)
         side = run.read_calibration()
-        calibration = Calibration.from_sidecar(side) if side else None
+        calibration = Calibration.from_sidecar(side, info["labels"]) if side else None
         if calibration is not None and policy:
             calibration.set_policy(policy)
         return cls(backend, info, calibration, run.read_ood(), _gate(gate))
@@ -72,7 +72,8 @@ class Predictor:
 
         side = read_sidecar(onnx_path)
         backend = OnnxBackend(onnx_path, side.get("meta_missing"), threads=threads)
-        calibration = Calibration.from_sidecar(side["calibration"]) if side.get("calibration") else None
+        calibration = (Calibration.from_sidecar(side["calibration"], side["manifest"]["labels"])
+                       if side.get("calibration") else None)
         if calibration is not None and policy:
             calibration.set_policy(policy)
         return cls(backend, side["manifest"], calibration, side.get("ood"), _gate(gate))
@@ -172,10 +173,9 @@ class Predictor:
         res = self.gate.assess(img)
         pred.quality, pred.quality_prob = res.verdict, float(res.prob)
         if res.action == "refused":
-            raise QualityRefused(f"{pred.source}: refused by the quality gate: {res.note or res.verdict} "
-                                 f"(p={res.prob:.2f})")
+            raise QualityRefused(pred.source, f"{res.note or res.verdict} (p={res.prob:.2f})")
         if res.action == "corrected":
-            pred.corrected = res.corrected or res.note
+            pred.corrected = res.note or f"{res.corrected}; corrected"
             return self.gate.correct(img, res)
         if res.action == "uncertain" and res.note:
             pred.ood_reasons.append(res.note)
@@ -231,9 +231,8 @@ class Predictor:
         return {"arch": self.arch, "labels": self.labels, "input_size": self.input_size,
                 "metadata": list(self.metadata), "backend": self.backend.name,
                 "members": len(self.info.get("members") or [None]), "ensemble": self.info.get("ensemble"),
-                "calibration": self.calibration.describe(), "thresholds": {lb: self.calibration.threshold(lb)
-                                                                           for lb in self.labels},
-                "quality_gate": None if self.gate is None else self.gate.describe(),
+                "calibration": self.calibration.to_dict(), "thresholds": self.calibration.thresholds(),
+                "quality_gate": None if self.gate is None else _gate_info(self.gate),
                 "ood": None if self.ood is None else self.ood.to_dict(arrays=False), "note": DISCLAIMER}
 
 
@@ -254,6 +253,12 @@ def _gate(gate: Any) -> Any:
     except (ImportError, FileNotFoundError) as err:  # pragma: no cover - packaging error
         log.warning("quality gate unavailable (%s): images are not checked", err)
         return None
+
+
+def _gate_info(gate: Any) -> dict[str, Any]:
+    card = getattr(gate, "card", None) or {}
+    return {k: card.get(k) for k in ("format", "version", "classes", "thresholds", "input_size", "sources")
+            if k in card}
 
 
 def _ood_stats(d: dict[str, Any] | None) -> Any:
