@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from run_factory import make_run
 
 import chestdx
 from chestdx.serve.onnx_export import export_onnx
+from run_factory import make_run
 
 TORCH_FREE = """
 import json, sys

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from run_factory import LABELS, make_run
 
 import chestdx
 from chestdx.inference.prediction import QualityRefused
+from run_factory import LABELS, make_run
 
 
 def _sig(z):
