@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 ID_COLUMNS = ("image_id", "path", "patient_id")
 META_COLUMNS = ("age", "sex", "view", "source")
-OPTIONAL_COLUMNS = ("official_split", "split")
+OPTIONAL_COLUMNS = ("official_split", "split", "fold")
 NON_LABEL_COLUMNS = frozenset(ID_COLUMNS + META_COLUMNS + OPTIONAL_COLUMNS)
 
 
@@ -37,7 +37,7 @@ class IndexReport:
 def label_columns(df: pd.DataFrame) -> list[str]:
     """Label columns of an Index/Split table, NIH labels first in canonical order, then any extras."""
     extras = [c for c in df.columns if c not in NON_LABEL_COLUMNS and c not in NIH_LABELS and not
-              str(c).startswith(("prob_", "_"))]
+              str(c).startswith(("prob_", "cal_", "_"))]
     return [c for c in NIH_LABELS if c in df.columns] + extras
 
 

@@ -18,6 +18,7 @@ from chestdx.data.index import IndexReport, label_columns, read_table
 from chestdx.data.pipeline import cache_table
 from chestdx.data.readers import build_index
 from chestdx.data.splits import audit_split, make_split
+from chestdx.train.folds import FOLD, assign_folds, audit_folds, check_folds, n_folds
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,15 @@ def split_from_config(index: pd.DataFrame, config: dict[str, Any]) -> pd.DataFra
 
 
 def choose_labels(df: pd.DataFrame, config: dict[str, Any]) -> list[str]:
-    """Labels to train: the config's list, or every label with >= min_positives positives in train and val."""
+    """Labels to train: the config's list, or every label with >= min_positives positives (and negatives) in
+    the training rows: the train split (K = 1) or every train+val row (K-fold: each is training data of K-1
+    members)."""
     if config["labels"] != "auto":
         missing = [lb for lb in config["labels"] if lb not in df.columns]
         if missing:
             raise ValueError(f"labels {missing} are not columns of the dataset")
         return list(config["labels"])
-    train = df[df["split"] == "train"]
+    train = df[df[FOLD] >= 0] if FOLD in df.columns else df[df["split"] == "train"]
     need = int(config.get("min_positives", 1))
     chosen = [lb for lb in label_columns(df) if np.nansum(train[lb]) >= need
               and (train[lb] == 0).sum() >= need]
@@ -103,16 +106,26 @@ class PreparedData:
 
 def prepare_data(config: dict[str, Any], split_csv: str | Path | None = None,
                  show_progress: bool = True, labels: list[str] | None = None) -> PreparedData:
-    """Index -> split (or a saved split) -> labels -> cache."""
+    """Index -> split (or a saved split) -> K-fold assignment (``config["folds"]`` > 1) -> labels -> cache."""
+    folds = check_folds(config.get("folds", 1))
     if split_csv is not None:
         table = read_table(split_csv)
         result = audit_split(table)
         if not result.ok:
             raise RuntimeError(f"{split_csv} leaks: " + "; ".join(result.messages()[:5]))
+        problems = audit_folds(table)
+        if problems:
+            raise RuntimeError(f"{split_csv}: bad folds: " + "; ".join(problems[:5]))
+        if FOLD in table.columns and n_folds(table) != folds:
+            raise ValueError(f"{split_csv} holds {n_folds(table)} folds but the config asks for folds={folds}")
     else:
         if config.get("data") is None:
             raise ValueError("no data: pass --data DATA_DIR, --split split.csv, or set data: in the config")
         table = split_from_config(load_index(config["data"], config["dataset_kind"], config["cache_root"]), config)
+    if folds > 1 and FOLD not in table.columns:
+        table = assign_folds(table, folds, seed=int(config["split"]["seed"]))
+    elif folds == 1 and FOLD in table.columns:
+        table = table.drop(columns=[FOLD])
     labels = labels or choose_labels(table, config)
     cache, table, report = cache_table(table, int(config["image_size"]), config["cache_root"],
                                        show_progress=show_progress)
