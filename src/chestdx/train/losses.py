@@ -7,7 +7,8 @@ A batch with no observed entry gives 0 (still attached to the graph, zero gradie
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,10 +112,20 @@ class FocalLoss(nn.Module):
 LOSSES: tuple[str, ...] = ("weighted_bce", "bce", "focal")
 
 
-def build_loss(name: str, train_labels: np.ndarray | None = None, **kwargs) -> nn.Module:
-    """``weighted_bce`` (weights from ``train_labels``, required), ``bce``, or ``focal`` (kwargs: gamma,
-    alpha)."""
+def build_loss(spec: str | Mapping[str, Any], train_labels: np.ndarray | None = None, **kwargs) -> nn.Module:
+    """``weighted_bce`` (weights from ``train_labels``, required), ``bce``, or ``focal`` (gamma, alpha).
+
+    ``spec`` is a name or the config's mapping form (``{"name": "focal", "gamma": 2.0, "alpha": 0.25}``);
+    the mapping's parameters and ``kwargs`` go to the loss (None = the loss's own default).
+    """
+    if isinstance(spec, Mapping):
+        params = {k: v for k, v in spec.items() if k != "name" and v is not None}
+        name, kwargs = spec.get("name", "weighted_bce"), {**params, **kwargs}
+    else:
+        name = spec
     key = str(name).strip().lower()
+    if key != "focal" and kwargs:
+        raise ValueError(f"loss {key!r} takes no parameters, got {sorted(kwargs)}")
     if key == "weighted_bce":
         if train_labels is None:
             raise ValueError("weighted_bce needs the training labels to compute its class weights")

@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from chestdx.data.normalize import Normalize
+from chestdx.train.config_schema import OptimizerSection, SchedulerSection
 
 
 def macro_auroc(y: np.ndarray, p: np.ndarray, min_positives: int = 1) -> tuple[float, dict[int, float]]:
@@ -33,12 +34,14 @@ class ChestModule(L.LightningModule):
     def __init__(self, model: nn.Module, loss: nn.Module, optimizer: dict, scheduler: dict,
                  label_names: list[str], monitor_min_positives: int = 1):
         super().__init__()
+        # model and loss are objects (pass them again to ``load_from_checkpoint``); the rest reloads from hparams
+        self.save_hyperparameters(ignore=["model", "loss"])
         self.monitor_min_positives = int(monitor_min_positives)
         self.model = model
         self.norm = Normalize(model.mean, model.std)
         self.loss_fn = loss
-        self.optim_cfg = dict(optimizer)
-        self.sched_cfg = dict(scheduler)
+        self.optim_cfg = OptimizerSection.model_validate(dict(optimizer)).model_dump()  # defaults filled in
+        self.sched_cfg = SchedulerSection.model_validate(dict(scheduler)).model_dump()
         self.label_names = list(label_names)
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -85,8 +88,7 @@ class ChestModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
-        name = self.optim_cfg.get("name", "adam").lower()
-        lr, wd = float(self.optim_cfg.get("lr", 1e-3)), float(self.optim_cfg.get("weight_decay", 0.0))
+        name, lr, wd = self.optim_cfg["name"], self.optim_cfg["lr"], self.optim_cfg["weight_decay"]
         if name == "adam":
             opt = torch.optim.Adam(params, lr=lr, weight_decay=wd)
         elif name == "adamw":
@@ -95,15 +97,14 @@ class ChestModule(L.LightningModule):
             opt = torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9, nesterov=True)
         else:
             raise ValueError(f"unknown optimizer {name!r} (adam, adamw, sgd)")
-        sched = self.sched_cfg.get("name", "none").lower()
-        if sched in ("none", None):
+        sched = self.sched_cfg["name"]
+        if sched == "none":
             return opt
         if sched == "cosine":
             epochs = max(1, int(self.trainer.max_epochs or 1))
             return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)}
         if sched == "plateau":
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                opt, mode="max", factor=float(self.sched_cfg.get("factor", 0.5)),
-                patience=int(self.sched_cfg.get("patience", 1)))
+                opt, mode="max", factor=self.sched_cfg["factor"], patience=self.sched_cfg["patience"])
             return {"optimizer": opt, "lr_scheduler": {"scheduler": plateau, "monitor": "val_macro_auroc"}}
         raise ValueError(f"unknown scheduler {sched!r} (none, cosine, plateau)")
