@@ -113,7 +113,7 @@ def test_app_on_onnx_backend(exported: Path, nih_sample: Path) -> None:
 
     from chestdx.serve.app import create_app
 
-    client = TestClient(create_app(exported))
+    client = TestClient(create_app(exported), base_url="http://localhost")
     assert client.get("/api/model").json()["backend"] == "onnxruntime"
     path = sorted((nih_sample / "images").glob("*.png"))[0]
     res = client.post("/api/predict", files={"file": (path.name, path.read_bytes(), "image/png")}).json()
