@@ -95,3 +95,32 @@ def test_onnx_torch_free_on_real_images(ensemble: tuple[Path, Path], nih_sample:
             assert abs(a["raw"][lb] - b.raw_probabilities[lb]) <= 1e-4
             assert abs(a["cal"][lb] - b.probabilities[lb]) <= 1e-4
         assert a["findings"] == b.findings
+
+
+@pytest.mark.data
+def test_app_on_onnx_backend(ensemble: tuple[Path, Path], nih_sample: Path) -> None:
+    _, exported = ensemble
+    from fastapi.testclient import TestClient
+
+    from chestdx.serve.app import create_app
+
+    client = TestClient(create_app(exported), base_url="http://localhost")
+    assert client.get("/api/model").json()["backend"] == "onnxruntime"
+    path = sorted((nih_sample / "images").glob("*.png"))[0]
+    res = client.post("/api/predict", files={"file": (path.name, path.read_bytes(), "image/png")}).json()
+    side = json.loads(exported.with_suffix(".json").read_text())
+    assert res["heatmaps"] == {} and [r["label"] for r in res["labels"]] == side["manifest"]["labels"]
+
+
+@pytest.mark.data
+def test_cli_predict_onnx_without_torch(ensemble: tuple[Path, Path], nih_sample: Path, tmp_path: Path) -> None:
+    _, exported = ensemble
+    files = [str(f) for f in sorted((nih_sample / "images").glob("*.png"))[:4]]
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from chestdx.cli import app\n"
+            "app(sys.argv[1:])\n")
+    out = tmp_path / "preds.csv"
+    res = subprocess.run([sys.executable, "-c", code, "predict", str(exported), *files, "--out", str(out),
+                          "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:] + res.stdout[-2000:]
+    assert len(out.read_text().strip().splitlines()) == 5

@@ -32,7 +32,7 @@ def predictor(tiny_run: Path) -> Predictor:
 
 @pytest.fixture(scope="module")
 def client(predictor: Predictor) -> TestClient:
-    return TestClient(create_app(predictor, max_upload_bytes=LIMIT))
+    return TestClient(create_app(predictor, max_upload_bytes=LIMIT), base_url="http://localhost")
 
 
 def _post(client, data: bytes, name: str = "x.png", **params):
@@ -157,7 +157,7 @@ def test_uploads_never_touch_disk_or_logs(tiny_run: Path, predictor: Predictor, 
     data = buf.getvalue()
     assert len(data) > 1024 * 1024
     marker = "SECRET-PATIENT-NAME"
-    client = TestClient(create_app(predictor, max_upload_bytes=8 * 1024 * 1024))
+    client = TestClient(create_app(predictor, max_upload_bytes=8 * 1024 * 1024), base_url="http://localhost")
     with caplog.at_level(logging.DEBUG):
         assert _post(client, data, f"{marker}.png", heatmaps="none").status_code == 200
         assert _post(client, b"text " * 100, f"{marker}.txt").status_code == 415

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from monai.visualize import GradCAM, GradCAMpp, ModelWithHooks, VanillaGrad
 from torch import nn
+from torch.nn import functional as F
 
 from chestdx.models.base import tokens_to_grid as grid_from_tokens
 
@@ -77,14 +78,45 @@ class _HookedModel(ModelWithHooks):
     def __call__(self, x: torch.Tensor, class_idx: Any = None, retain_graph: bool = False, **kwargs: Any):
         self.activations.clear()  # never let a previous batch's tensors stand in for this one's
         self.gradients.clear()
-        return super().__call__(x, class_idx=class_idx, retain_graph=retain_graph, **kwargs)
+        try:
+            return super().__call__(x, class_idx=class_idx, retain_graph=retain_graph, **kwargs)
+        finally:
+            # MONAI keeps ``score`` (with its autograd graph) and ``class_idx`` on the wrapper. The graph holds the
+            # activation tensor hook, whose closure holds this wrapper: a cycle through C++ autograd nodes that
+            # Python's gc cannot collect, leaking the graph's tensors and the model on every call. Drop them.
+            self.score = None
+            self.class_idx = None
 
     def remove(self) -> None:
+        """Remove the hooks and drop every stored tensor (activations, gradients, score)."""
         for h in self.handles:
             h.remove()
         self.handles.clear()
         self.activations.clear()
         self.gradients.clear()
+        self.score = None
+        self.class_idx = None
+
+
+class _GradCAMpp(GradCAMpp):
+    """MONAI's Grad-CAM++ without its ``exp(score)`` factor.
+
+    MONAI multiplies the gradients by ``exp(score)``: a positive factor per image that cancels in the per-image
+    min-max normalisation, but overflows float32 to inf (then nan) for logits above ~88 and underflows to 0
+    below ~-103, turning the map all-zero. Dropping it gives the same normalised map without the overflow.
+    """
+
+    def compute_map(self, x, class_idx=None, retain_graph=False, layer_idx=-1, **kwargs):  # type: ignore[override]
+        _, acti, grad = self.nn_module(x, class_idx=class_idx, retain_graph=retain_graph, **kwargs)
+        acti, grad = acti[layer_idx], grad[layer_idx]
+        b, c, *spatial = grad.shape
+        ones = [1] * len(spatial)
+        alpha_nr = grad.pow(2)
+        alpha_dr = alpha_nr.mul(2) + acti.mul(grad.pow(3)).view(b, c, -1).sum(-1).view(b, c, *ones)
+        alpha_dr = torch.where(alpha_dr != 0.0, alpha_dr, torch.ones_like(alpha_dr))
+        alpha = alpha_nr.div(alpha_dr + 1e-7)
+        weights = (alpha * F.relu(grad)).view(b, c, -1).sum(-1).view(b, c, *ones)
+        return F.relu((weights * acti).sum(1, keepdim=True))
 
 
 class _BatchVanillaGrad(VanillaGrad):
@@ -189,7 +221,7 @@ def saliency_maps(
                     if method == "vanilla":
                         out.extend(_BatchVanillaGrad(hooked)(xb, idx[sl], **_kw(mt, sl)).abs().amax(1))
                     else:
-                        cam_cls = GradCAM if method == "gradcam" else GradCAMpp
+                        cam_cls = GradCAM if method == "gradcam" else _GradCAMpp
                         cam = cam_cls(hooked, target_layers=layer, postprocessing=lambda t: t)
                         out.extend(cam(xb, class_idx=idx[sl], **_kw(mt, sl))[:, 0])
             maps = torch.stack(out)

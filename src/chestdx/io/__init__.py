@@ -1,7 +1,9 @@
 """Image decoding: PNG/JPEG (8/16-bit, RGB(A), palette, CMYK) and DICOM -> float32 grayscale in [0, 1].
 
-Every failure raises :class:`ImageReadError` naming the file and the problem. Limits: set
-``chestdx.io.limits.MAX_PIXELS`` / ``MAX_FILE_BYTES`` (read at call time) or pass ``max_pixels=``.
+Every failure raises :class:`ImageReadError` naming the file and the problem. Decoding budget
+(:mod:`chestdx.io.limits`): images over ``MAX_PIXELS`` (36 MP; env ``CHESTDX_MAX_PIXELS`` or ``max_pixels=``) are
+refused from the header; images with a side >= 2x ``DECODE_MAX_SIDE`` (2048; env ``CHESTDX_DECODE_MAX_SIDE`` or
+``max_side=``) are decoded reduced by an integer factor. Module constants are read at call time.
 """
 
 from chestdx.io import limits

@@ -1,5 +1,6 @@
 """DICOM -> float32 grayscale in [0, 1]: Modality LUT, then VOI LUT / window (else min-max), then
-MONOCHROME1 inversion."""
+MONOCHROME1 inversion. Images far larger than ``chestdx.io.limits.DECODE_MAX_SIDE`` are block-averaged by an
+integer factor right after the pixel data is decoded (before the float LUT steps)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,12 @@ def read_dataset(data: bytes, name: str, force: bool = False, stop_before_pixels
         raise ImageReadError(name, f"corrupt DICOM file ({type(exc).__name__}: {exc})") from exc
 
 
-def decode_dicom(data: bytes, name: str, force: bool = False, max_pixels: int | None = None) -> np.ndarray:
+def decode_dicom(data: bytes, name: str, force: bool = False, max_pixels: int | None = None,
+                 max_side: int | None = None) -> np.ndarray:
     """Decode a single-frame DICOM image; every failure is an :class:`ImageReadError`."""
     ds = read_dataset(data, name, force=force)
     check_dataset(ds, name, forced=force, max_pixels=max_pixels)
+    k = limits.reduce_factor(_int(ds.get("Columns", 0), 0), _int(ds.get("Rows", 0), 0), max_side)
     _ensure_transfer_syntax(ds)
     try:
         raw = ds.pixel_array
@@ -47,7 +50,7 @@ def decode_dicom(data: bytes, name: str, force: bool = False, max_pixels: int | 
             name, f"cannot decode DICOM pixel data (transfer syntax {ts_name}): {type(exc).__name__}: {exc}"
         ) from exc
     try:
-        return to_gray01(raw, ds, name)
+        return to_gray01(raw, ds, name, reduce=k)
     except ImageReadError:
         raise
     except Exception as exc:
@@ -73,9 +76,18 @@ def check_dataset(ds: Dataset, name: str, forced: bool = False, max_pixels: int 
         raise ImageReadError(name, reason)
 
 
-def to_gray01(raw: np.ndarray, ds: Dataset, name: str = "<dicom>") -> np.ndarray:
-    """Pixel array of a single frame -> float32 (H, W) in [0, 1], following DICOM's display pipeline."""
+def to_gray01(raw: np.ndarray, ds: Dataset, name: str = "<dicom>", reduce: int = 1) -> np.ndarray:
+    """Pixel array of a single frame -> float32 (H, W) in [0, 1], following DICOM's display pipeline.
+
+    ``reduce`` > 1 block-averages the stored values by that factor first (the rescale is linear, so this equals
+    averaging the modality values); with a Modality LUT sequence the LUT is applied first, then averaged.
+    """
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if raw.ndim not in (2, 3):
+        raise ImageReadError(name, f"unexpected DICOM pixel array shape {raw.shape}")
+    lut_seq = raw.ndim == 2 and bool(ds.get("ModalityLUTSequence"))
+    if reduce > 1 and not lut_seq:
+        raw = block_mean(raw, reduce)
     if raw.ndim == 3:  # colour (RGB after pydicom's YBR conversion, or already RGB)
         if photometric == "PALETTE COLOR":
             raise ImageReadError(name, "PALETTE COLOR DICOM is not supported")
@@ -83,10 +95,9 @@ def to_gray01(raw: np.ndarray, ds: Dataset, name: str = "<dicom>") -> np.ndarray
         scale = float(2 ** _int(ds.get("BitsStored", 8), 8) - 1)
         out = (rgb @ LUMA.astype(np.float64)) / scale
         return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
-    if raw.ndim != 2:
-        raise ImageReadError(name, f"unexpected DICOM pixel array shape {raw.shape}")
-
     values = apply_modality_lut(raw, ds)
+    if reduce > 1 and lut_seq:
+        values = block_mean(np.asarray(values), reduce)
     try:
         out = _apply_voi(values, ds)
     except (ValueError, NotImplementedError, AttributeError, IndexError, TypeError) as exc:
@@ -111,15 +122,33 @@ def _apply_voi(values: np.ndarray, ds: Dataset) -> np.ndarray | None:
         ints = np.clip(np.rint(np.nan_to_num(np.asarray(values, dtype=np.float64))), first, first + entries - 1)
         out = np.asarray(apply_voi_lut(ints.astype(np.int64), ds), dtype=np.float64)
         table = np.asarray(apply_voi_lut(np.arange(first, first + entries, dtype=np.int64), ds), dtype=np.float64)
-        lo, hi = float(table.min()), float(table.max())
-        return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+        return _scaled(out, float(table.min()), float(table.max()))
     if has_window:
         out = apply_voi_lut(values.astype(np.float64), ds)
         with np.errstate(over="ignore"):
-            # The window's output range (pydicom maps to the stored-value range): probe both extremes.
-            lo, hi = apply_voi_lut(np.array([-1e30, 1e30]), ds)
-        return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+            # The window's output for inputs below / above it. pydicom maps the window onto the rescaled
+            # stored-value range, which a negative RescaleSlope reverses (lo > hi): scaling by these two
+            # probes maps "below the window" to 0 and "above" to 1 either way, as the standard's VOI step does.
+            lo, hi = (float(v) for v in apply_voi_lut(np.array([-1e30, 1e30]), ds))
+        return _scaled(out, lo, hi)
     return None
+
+
+def _scaled(out: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``(out - lo) / (hi - lo)``; ValueError (-> logged min-max fallback) when the range is empty."""
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi == lo:
+        raise ValueError(f"VOI output range [{lo}, {hi}] is empty")
+    return (np.asarray(out, dtype=np.float64) - lo) / (hi - lo)
+
+
+def block_mean(arr: np.ndarray, k: int) -> np.ndarray:
+    """Mean over k x k blocks of a (H, W) or (H, W, C) array, float32 (edge rows/columns beyond a multiple of
+    ``k`` dropped); a strided view, so no full-size copy is made."""
+    h, w = arr.shape[0] // k, arr.shape[1] // k
+    if h == 0 or w == 0:
+        return np.asarray(arr, dtype=np.float32)
+    blocks = arr[: h * k, : w * k].reshape(h, k, w, k, *arr.shape[2:])
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
 
 
 def _minmax(arr: np.ndarray) -> np.ndarray:

@@ -19,8 +19,12 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, TypeError, KeyError)
 
 
-def decode_raster(data: bytes, name: str, fmt: str, max_pixels: int | None = None) -> np.ndarray:
-    """Decode PNG/JPEG/other Pillow bytes; every failure is an :class:`ImageReadError`."""
+def decode_raster(data: bytes, name: str, fmt: str, max_pixels: int | None = None,
+                  max_side: int | None = None) -> np.ndarray:
+    """Decode PNG/JPEG/other Pillow bytes; every failure is an :class:`ImageReadError`.
+
+    Images far larger than ``max_side`` (see :func:`chestdx.io.limits.reduce_factor`) are decoded reduced.
+    """
     if fmt == "PNG":
         _check_png_structure(data, name)
     elif fmt == "JPEG":
@@ -30,14 +34,19 @@ def decode_raster(data: bytes, name: str, fmt: str, max_pixels: int | None = Non
         reason = limits.check_pixels(im.width, im.height, max_pixels)
         if reason:
             raise ImageReadError(name, reason)
+        k = limits.reduce_factor(im.width, im.height, max_side)
         try:
+            if fmt == "JPEG" and k > 1:  # libjpeg's DCT scaling (1/2, 1/4, 1/8): never decodes full size
+                im.draft(im.mode, (max(1, im.width // k), max(1, im.height // k)))
             im.load()
+            out: Image.Image = im
             if fmt == "JPEG":
                 try:
-                    im = ImageOps.exif_transpose(im)
+                    out = ImageOps.exif_transpose(out)
                 except _DECODE_ERRORS:  # unreadable orientation metadata: keep the pixels as stored
                     pass
-            return to_gray01(im)
+            k = limits.reduce_factor(out.width, out.height, max_side)  # what draft left to do
+            return to_gray01(reduce_image(out, k) if k > 1 else out)
         except ImageReadError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -48,6 +57,22 @@ def decode_raster(data: bytes, name: str, fmt: str, max_pixels: int | None = Non
             raise ImageReadError(name, f"not enough memory to decode {im.width}x{im.height} image") from exc
     finally:
         im.close()
+
+
+_REDUCIBLE = frozenset({"L", "LA", "I", "F", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
+
+
+def reduce_image(im: Image.Image, k: int) -> Image.Image:
+    """Box-average ``im`` by the integer factor ``k`` (Pillow's ``reduce``) in a mode where averaging is
+    meaningful: palette and 1-bit images are expanded first, 16-bit grayscale goes through mode "I"."""
+    if im.mode not in _REDUCIBLE:
+        if im.mode == "1":
+            im = im.convert("L")
+        elif im.mode.startswith("I;16"):
+            im = im.convert("I")
+        else:  # P, PA and anything exotic: RGB, as to_gray01 would (alpha dropped)
+            im = im.convert("RGB")
+    return im.reduce(int(k))
 
 
 def open_header(data: bytes, name: str, fmt: str) -> ImageFile.ImageFile:
@@ -90,8 +115,11 @@ def to_gray01(im: Image.Image) -> np.ndarray:
         arr = np.asarray(im, dtype=np.float64)
         out = arr if arr.size and np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1 else _minmax(arr)
     else:  # RGB, RGBA, P, PA, CMYK, YCbCr, ... -> RGB (alpha dropped, not composited) -> luma
-        rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
-        out = (rgb @ LUMA) / 255.0
+        rgb = np.asarray(im.convert("RGB"))  # uint8; channels summed one at a time (no float RGB copy)
+        out = rgb[..., 0] * LUMA[0]
+        out += rgb[..., 1] * LUMA[1]
+        out += rgb[..., 2] * LUMA[2]
+        out /= np.float32(255.0)
     return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
 
 

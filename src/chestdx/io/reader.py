@@ -18,19 +18,25 @@ from chestdx.io.sniff import describe_unknown, sniff_format
 PathType = str | PathLike[str]
 
 
-def read_image(path: PathType, *, max_pixels: int | None = None) -> np.ndarray:
+def read_image(path: PathType, *, max_pixels: int | None = None, max_side: int | None = None) -> np.ndarray:
     """Read PNG/JPEG/DICOM (format from content) -> float32 (H, W) in [0, 1]; raises ImageReadError."""
-    return decode_image_bytes(read_bytes(path), str(path), max_pixels=max_pixels)
+    return decode_image_bytes(read_bytes(path), str(path), max_pixels=max_pixels, max_side=max_side)
 
 
-def decode_image_bytes(data: bytes, name: str, *, max_pixels: int | None = None) -> np.ndarray:
-    """Decode an image held in memory (no disk access); ``name`` is used in messages and as a hint."""
+def decode_image_bytes(data: bytes, name: str, *, max_pixels: int | None = None,
+                       max_side: int | None = None) -> np.ndarray:
+    """Decode an image held in memory (no disk access); ``name`` is used in messages and as a hint.
+
+    Images above ``max_pixels`` (default ``limits.MAX_PIXELS``) are refused from the header; images whose longest
+    side is >= 2x ``max_side`` (default ``limits.DECODE_MAX_SIDE``; 0 = full size) come back reduced by an integer
+    factor, their longest side still >= ``max_side``. Always float32 (H, W) in [0, 1].
+    """
     if not isinstance(data, bytes):
         data = bytes(data)  # bytearray / memoryview from web frameworks
     fmt = _format_or_raise(data, name)
     if fmt in ("DICOM", "DICOM-RAW"):
-        return decode_dicom(data, name, force=fmt == "DICOM-RAW", max_pixels=max_pixels)
-    return decode_raster(data, name, fmt, max_pixels=max_pixels)
+        return decode_dicom(data, name, force=fmt == "DICOM-RAW", max_pixels=max_pixels, max_side=max_side)
+    return decode_raster(data, name, fmt, max_pixels=max_pixels, max_side=max_side)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,17 @@ Upload path security:
   against decompression bombs); nothing uploaded is written to disk or logged;
 - the client's file name is reduced to a fixed ``upload.<ext>`` hint; no request value is ever used as a path
   (the page is served from memory, read once from the package at start-up).
+
+Abuse limits (``chestdx.serve.guard``): a Host allow-list (localhost by default), cross-origin POSTs refused (403),
+CORS off unless origins are allowed explicitly, at most ``max_workers`` uploads processed at once and
+``max_queue`` waiting (503 + Retry-After beyond), at most ``max_heatmaps`` Grad-CAMs per request (422 beyond,
+unknown labels 422, duplicates ignored), and the decoder's pixel limit (``chestdx.io.limits``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,14 +25,21 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from chestdx.io import ImageReadError, sniff_format
+from chestdx.serve.guard import DEFAULT_ALLOWED_HOSTS, SAFE_METHODS, Admission, Busy, origin_allowed
 from chestdx.serve.images import heatmap_png, preview_png
-from chestdx.serve.uploads import UploadError, parse_multipart, safe_name
+from chestdx.serve.uploads import MultipartCollector, UploadError, safe_name
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD = 32 * 1024 * 1024
+DEFAULT_MAX_HEATMAPS = 4
+DEFAULT_MAX_WORKERS = 2
+DEFAULT_MAX_QUEUE = 64
+DEFAULT_BODY_BUDGET = 256 * 1024 * 1024
 MULTIPART_OVERHEAD = 16 * 1024  # boundary lines and part headers around the file
 NOTICE = "Decision support only — not a diagnosis. A qualified clinician must review every image."
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -48,15 +61,33 @@ def _load_predictor(source: Any) -> Any:
     return source
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message, "note": NOTICE}, status_code=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": message, "note": NOTICE}, status_code=status, headers=headers)
+
+
+class HeatmapRequestError(ValueError):
+    """The ``heatmaps`` query names unknown labels or more maps than allowed (HTTP 422)."""
 
 
 def create_app(run_dir_or_predictor: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
-               heatmap_method: str = "gradcam", max_heatmaps: int = 4) -> FastAPI:
-    """App over a run dir, an ``.onnx`` file (no heatmaps), a ``Predictor`` or an ``OnnxPredictor``."""
+               heatmap_method: str = "gradcam", max_heatmaps: int = DEFAULT_MAX_HEATMAPS, *,
+               allowed_hosts: Sequence[str] | None = None, allowed_origins: Sequence[str] = (),
+               max_workers: int = DEFAULT_MAX_WORKERS, max_queue: int = DEFAULT_MAX_QUEUE,
+               queue_timeout_s: float = 60.0, max_pending_bytes: int = DEFAULT_BODY_BUDGET) -> FastAPI:
+    """App over a run dir, an ``.onnx`` file (no heatmaps), a ``Predictor`` or an ``OnnxPredictor``.
+
+    ``allowed_hosts``: Host header values served (default localhost, 127.0.0.1, [::1]; ``["*"]`` = any).
+    ``allowed_origins``: other web origins (``https://viewer.example.org``) allowed to POST and read answers
+    (CORS enabled for exactly these; off when empty). ``max_workers`` uploads are processed at once and
+    ``max_queue`` more may wait up to ``queue_timeout_s`` while the bodies held stay under ``max_pending_bytes``;
+    beyond that: 503 with Retry-After. ``max_heatmaps`` caps the Grad-CAMs of one request.
+    """
     predictor = _load_predictor(run_dir_or_predictor)
     can_explain = hasattr(predictor, "heatmaps")
+    max_heatmaps = max(0, int(max_heatmaps))
+    admission = Admission(max_workers, max_queue, queue_timeout_s, max(max_pending_bytes, 1))
+    hosts = list(DEFAULT_ALLOWED_HOSTS if allowed_hosts is None else allowed_hosts)
+    origins = list(allowed_origins)
     page = resources.files("chestdx.serve").joinpath("static/index.html").read_text(encoding="utf-8")
     app = FastAPI(title="chestdx", version="0.1.0",
                   description="Chest X-ray findings with calibrated probabilities, validation-chosen thresholds, "
@@ -64,6 +95,11 @@ def create_app(run_dir_or_predictor: Any, max_upload_bytes: int = DEFAULT_MAX_UP
 
     @app.middleware("http")
     async def _headers(request: Request, call_next):
+        if request.method not in SAFE_METHODS:
+            ok, why = origin_allowed(request.headers.get("origin"), request.headers.get("host"), origins,
+                                     request.headers.get("sec-fetch-site"), request.url.scheme)
+            if not ok:
+                return _error(403, why)
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
@@ -88,31 +124,52 @@ def create_app(run_dir_or_predictor: Any, max_upload_bytes: int = DEFAULT_MAX_UP
         info = dict(predictor.describe())
         info.update({"backend": "torch" if can_explain else "onnxruntime", "heatmaps": can_explain,
                      "heatmap_method": heatmap_method if can_explain else None,
-                     "max_upload_bytes": max_upload_bytes, "notice": NOTICE})
+                     "max_upload_bytes": max_upload_bytes, "max_heatmaps": max_heatmaps,
+                     "max_pixels": _max_pixels(), "max_workers": max_workers, "max_queue": max_queue,
+                     "notice": NOTICE})
         return info
 
     @app.post("/api/predict", summary="Predict findings for one image", openapi_extra=UPLOAD_BODY,
-              responses={413: {"description": "upload too large"}, 415: {"description": "not an image"},
-                         422: {"description": "image could not be decoded"}})
+              responses={403: {"description": "cross-origin request"}, 413: {"description": "upload too large"},
+                         415: {"description": "not an image"},
+                         422: {"description": "image could not be decoded, or a bad heatmaps= value"},
+                         503: {"description": "server busy (see Retry-After)"}})
     async def predict(request: Request,
-                      heatmaps: str = Query("auto", description="auto (positive findings + top labels), none, "
-                                                                "all, or comma-separated labels"),
+                      heatmaps: str = Query("auto", description="auto (positive findings first, then the most "
+                                            "probable labels), none, all, or comma-separated labels; at most "
+                                            f"max_heatmaps (default {DEFAULT_MAX_HEATMAPS}) maps per request"),
                       preview: bool = Query(True, description="Return the decoded image as a base64 PNG")):
+        try:
+            spec = parse_heatmap_spec(heatmaps, predictor.labels, max_heatmaps) if can_explain else []
+        except HeatmapRequestError as err:
+            return _error(422, str(err))
         limit = max_upload_bytes + MULTIPART_OVERHEAD
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
             return _error(413, f"upload too large: the limit is {max_upload_bytes // 1024} KiB")
-        chunks, size = [], 0
+        nbytes = int(declared) if declared.isdigit() else limit  # chunked: count the worst case
+        try:
+            admission.admit(nbytes)
+        except Busy as busy:
+            return _error(503, busy.message, {"Retry-After": str(busy.retry_after)})
+        try:
+            return await _handle_upload(request, spec, preview, limit)
+        except Busy as busy:
+            return _error(503, busy.message, {"Retry-After": str(busy.retry_after)})
+        except UploadError as err:
+            return _error(err.status, err.message)
+        finally:
+            admission.release(nbytes)
+
+    async def _handle_upload(request: Request, spec: list[str] | str, preview: bool, limit: int) -> Any:
+        collector = MultipartCollector(request.headers.get("content-type"))
+        size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 return _error(413, f"upload too large: the limit is {max_upload_bytes // 1024} KiB")
-            chunks.append(chunk)
-        try:
-            fields = parse_multipart(b"".join(chunks), request.headers.get("content-type"))
-        except UploadError as err:
-            return _error(err.status, err.message)
-        del chunks
+            collector.write(chunk)
+        fields = collector.finish()
         if "file" not in fields:
             return _error(422, "no file: send the image in the multipart field 'file'")
         client_name, data = fields["file"]
@@ -123,32 +180,66 @@ def create_app(run_dir_or_predictor: Any, max_upload_bytes: int = DEFAULT_MAX_UP
             return _error(422, "the uploaded file is empty")
         if sniff_format(data, name) is None:
             return _error(415, "unsupported file type: this is not a PNG, JPEG or DICOM image")
-        try:
-            return await run_in_threadpool(_predict_one, predictor, data, name, heatmaps, preview,
-                                           heatmap_method, max_heatmaps, can_explain)
-        except ImageReadError as err:
-            return _error(422, f"the image could not be decoded: {err.reason}")
+        async with admission.slot():
+            try:
+                return await run_in_threadpool(_predict_one, predictor, data, name, spec, preview,
+                                               heatmap_method, max_heatmaps)
+            except ImageReadError as err:
+                return _error(422, f"the image could not be decoded: {err.reason}")
 
+    if origins:  # CORS only for origins the operator named; never a wildcard by default
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["content-type"])
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)  # added last = outermost
+    app.state.admission = admission
     return app
 
 
-def _heatmap_labels(pred: Any, labels: list[str], spec: str, limit: int) -> list[str]:
-    spec = (spec or "auto").strip()
-    if spec == "none":
+def _max_pixels() -> int:
+    from chestdx.io import limits
+
+    return limits.MAX_PIXELS
+
+
+def parse_heatmap_spec(spec: str | None, labels: Sequence[str], limit: int) -> list[str] | str:
+    """The ``heatmaps`` query -> "auto", or the labels to explain (``[]`` for none).
+
+    Label names match case-insensitively and duplicates are ignored; unknown names, or more distinct labels than
+    ``limit`` (``all`` included, when the model has more labels), raise :class:`HeatmapRequestError`.
+    """
+    text = (spec or "auto").strip()
+    low = text.lower()
+    if low in ("", "auto"):
+        return "auto"
+    if low == "none":
         return []
-    if spec == "all":
-        return list(labels)
-    if spec == "auto":  # the most probable positive findings first, then the most probable others
-        top = sorted(labels, key=lambda lb: -pred.probabilities[lb])
-        return ([lb for lb in top if lb in pred.findings] + [lb for lb in top if lb not in pred.findings])[:limit]
-    return [lb for lb in (s.strip() for s in spec.split(",")) if lb in labels]
+    canon = {lb.lower(): lb for lb in labels}
+    if low == "all":
+        wanted = list(labels)
+    else:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = sorted({n for n in names if n.lower() not in canon})
+        if unknown:
+            shown = ", ".join(repr(u[:40]) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            raise HeatmapRequestError(f"unknown label(s) in heatmaps=: {shown}; known labels: {', '.join(labels)}")
+        wanted = list(dict.fromkeys(canon[n.lower()] for n in names))
+    if len(wanted) > limit:
+        raise HeatmapRequestError(f"heatmaps={text[:60]!r} asks for {len(wanted)} heatmaps; this server computes "
+                                  f"at most {limit} per request (ask for fewer labels, or 'auto')")
+    return wanted
 
 
-def _predict_one(predictor: Any, data: bytes, name: str, heatmaps: str, preview: bool, method: str,
-                 max_heatmaps: int, can_explain: bool) -> dict[str, Any]:
+def _auto_labels(pred: Any, labels: list[str], limit: int) -> list[str]:
+    """The most probable positive findings first, then the most probable others, ``limit`` in all."""
+    top = sorted(labels, key=lambda lb: -pred.probabilities[lb])
+    return ([lb for lb in top if lb in pred.findings] + [lb for lb in top if lb not in pred.findings])[:limit]
+
+
+def _predict_one(predictor: Any, data: bytes, name: str, spec: list[str] | str, preview: bool, method: str,
+                 max_heatmaps: int) -> dict[str, Any]:
     pred, image = predictor.predict_bytes(data, name)
     maps: dict[str, str | None] = {}
-    wanted = _heatmap_labels(pred, predictor.labels, heatmaps, max_heatmaps) if can_explain else []
+    wanted = _auto_labels(pred, predictor.labels, max_heatmaps) if spec == "auto" else list(spec)
     if wanted:
         u8 = predictor.preprocess(image)[None].repeat(len(wanted), axis=0)
         hm = predictor.heatmaps(u8, [predictor.labels.index(lb) for lb in wanted], method=method)
