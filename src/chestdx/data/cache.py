@@ -6,6 +6,12 @@ Layout of ``<root>/s<size>/``:
   after its pixels are flushed, so a killed build leaves at most unreferenced bytes, never a bad entry;
 - ``lock``  an fcntl lock held while writing (parallel DDP ranks build one after the other).
 Entries are keyed by (path, mtime, size): a changed file gets a new slot, an unchanged one is reused.
+A member of a tar archive (path ``<archive>::<member>``, see ``chestdx.data.archives``) is keyed by its
+archive's mtime and size.
+
+Decoding runs in ``workers`` processes (default: every CPU this process may use); the parent stays the
+single writer and stores results in input order (archive order for archive members), so a build is
+deterministic whatever the number of workers. Archives are streamed once each, never extracted.
 """
 
 from __future__ import annotations
@@ -14,18 +20,21 @@ import csv
 import fcntl
 import logging
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from chestdx.data.transforms import to_uint8_square
-from chestdx.io import ImageReadError, read_image
+from chestdx.data.archives import iter_members, split_member_path
+from chestdx.data.decoding import DecodeItem, decoded_in_order, default_workers
 
 log = logging.getLogger(__name__)
+
+__all__ = ["CacheBuildReport", "PixelCache", "default_cache_root", "default_workers"]
+
 
 def default_cache_root() -> Path:
     """$CHESTDX_CACHE, else ~/.cache/chestdx."""
@@ -33,8 +42,15 @@ def default_cache_root() -> Path:
 
 
 def _file_key(path: str) -> tuple[int, int]:
-    st = os.stat(path)
+    """(mtime_ns, size) of a file, or of the archive holding an archive member."""
+    parts = split_member_path(path)
+    st = os.stat(parts[0] if parts else path)
     return st.st_mtime_ns, st.st_size
+
+
+def _normalize(path: str) -> str:
+    parts = split_member_path(path)
+    return f"{os.path.abspath(parts[0])}::{parts[1]}" if parts else os.path.abspath(path)
 
 
 @dataclass
@@ -89,17 +105,20 @@ class PixelCache:
                                      shape=(self._n_slots, self.size, self.size))
         return self._pixels
 
-    def lookup(self, path: str) -> int | None:
-        """Slot of ``path`` if cached and unchanged on disk, else None."""
-        entry = self._entries.get(os.path.abspath(path))
+    def lookup(self, path: str, _keys: dict[str, tuple[int, int]] | None = None) -> int | None:
+        """Slot of ``path`` if cached and unchanged on disk (an archive member: its archive), else None."""
+        entry = self._entries.get(_normalize(path))
         if entry is None:
             return None
         try:
-            if _file_key(path) != entry[1:]:
-                return None
+            parts = split_member_path(path)
+            if parts and _keys is not None:  # one stat per archive, not per member
+                key = _keys.get(parts[0]) or _keys.setdefault(parts[0], _file_key(path))
+            else:
+                key = _file_key(path)
         except OSError:
             return None
-        return entry[0]
+        return entry[0] if key == entry[1:] else None
 
     @contextmanager
     def _locked(self):
@@ -111,14 +130,22 @@ class PixelCache:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def build(self, paths: Sequence[str], strict: bool = False, workers: int = 2,
+    def build(self, paths: Sequence[str], strict: bool = False, workers: int | None = None,
               progress: Callable[[int], None] | None = None) -> CacheBuildReport:
-        """Decode and store every path not already cached; bad files are reported (or raised if ``strict``)."""
+        """Decode and store every path not already cached; bad files are reported (or raised if ``strict``).
+
+        ``workers`` decoding processes (None: every usable CPU; 1: decode in this process). Archive members
+        are read by streaming each archive once; a killed build resumes after the last stored member.
+        """
+        from chestdx.io import ImageReadError
+
         report = CacheBuildReport()
+        workers = default_workers() if workers is None else max(1, int(workers))
         with self._locked():
-            todo = []
-            for p in dict.fromkeys(os.path.abspath(p) for p in paths):
-                if self.lookup(p) is None:
+            todo: list[str] = []
+            keys: dict[str, tuple[int, int]] = {}
+            for p in dict.fromkeys(_normalize(p) for p in paths):
+                if self.lookup(p, keys) is None:
                     todo.append(p)
                 else:
                     report.reused += 1
@@ -129,47 +156,63 @@ class PixelCache:
             # drop bytes past the last manifest slot (left by a killed build)
             with open(self.data_path, "ab") as fh:
                 fh.truncate(self._n_slots * self.slot_bytes)
-
-            def decode(path: str) -> tuple[str, np.ndarray | None, str | None, tuple[int, int] | None]:
-                try:
-                    key = _file_key(path)
-                    return path, to_uint8_square(read_image(path), self.size), None, key
-                except (ImageReadError, OSError) as err:
-                    return path, None, str(err), None
-
-            with open(self.data_path, "ab") as data, open(self.manifest_path, "a", newline="") as man, \
-                    ThreadPoolExecutor(max(1, workers)) as pool:
+            with open(self.data_path, "ab") as data, open(self.manifest_path, "a", newline="") as man:
                 writer = csv.writer(man)
-                for i, (path, pix, error, key) in enumerate(pool.map(decode, todo)):
-                    if pix is None:
-                        if strict:
-                            raise ImageReadError(error)
-                        report.failures.append((path, error))
-                    else:
-                        data.write(pix.tobytes())
-                        slot = self._n_slots
-                        self._n_slots += 1
-                        self._entries[path] = (slot, key[0], key[1])
-                        data.flush()  # pixels reach the OS before the manifest line that points at them
-                        if i % 256 == 255:
-                            os.fsync(data.fileno())
-                        writer.writerow([slot, key[0], key[1], path])
-                        report.decoded += 1
-                    if progress:
-                        progress(1)
-                data.flush()
-                os.fsync(data.fileno())
-                man.flush()
-                os.fsync(man.fileno())
+                results = decoded_in_order(_work_items(todo), self.size, workers)
+                try:
+                    for i, (path, pix, error, key) in enumerate(results):
+                        if pix is None or key is None:
+                            if strict:
+                                raise ImageReadError(error)
+                            report.failures.append((path, error or "unknown error"))
+                        else:
+                            data.write(pix)
+                            slot = self._n_slots
+                            self._n_slots += 1
+                            self._entries[path] = (slot, key[0], key[1])
+                            data.flush()  # pixels reach the OS before the manifest line that points at them
+                            if i % 256 == 255:
+                                os.fsync(data.fileno())
+                            writer.writerow([slot, key[0], key[1], path])
+                            report.decoded += 1
+                        if progress:
+                            progress(1)
+                finally:
+                    results.close()  # stops the worker processes on an error
+                    data.flush()
+                    os.fsync(data.fileno())
+                    man.flush()
+                    os.fsync(man.fileno())
         self._pixels = None
         return report
 
     def slots(self, paths: Sequence[str]) -> np.ndarray:
         """Slot index per path (all must be cached)."""
         out = np.empty(len(paths), dtype=np.int64)
+        keys: dict[str, tuple[int, int]] = {}
         for i, p in enumerate(paths):
-            slot = self.lookup(p)
+            slot = self.lookup(p, keys)
             if slot is None:
                 raise KeyError(f"{p} is not in the cache {self.dir} (build it first)")
             out[i] = slot
         return out
+
+
+def _work_items(todo: Sequence[str]) -> Iterator[DecodeItem]:
+    """Plain files in the given order, then each archive streamed once (its members in archive order)."""
+    by_archive: dict[str, list[str]] = defaultdict(list)
+    for path in todo:
+        parts = split_member_path(path)
+        if parts is None:
+            yield DecodeItem(path, None, None, None)
+        else:
+            by_archive[parts[0]].append(parts[1])
+    for archive, members in by_archive.items():
+        try:
+            key = _file_key(archive)
+        except OSError as err:
+            for m in members:
+                yield DecodeItem(f"{archive}::{m}", None, f"{archive}: archive unreadable ({err})", None)
+            continue
+        for member, blob, error in iter_members(archive, members):
+            yield DecodeItem(f"{archive}::{member}", blob, error, key)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chestdx.data.archives import archive_listing, find_archives
 from chestdx.data.files import list_images
 from chestdx.data.index import IndexReport, finalize_index
 from chestdx.labels import NIH_LABELS, NO_FINDING, canonical_label
@@ -100,10 +101,13 @@ def read_official_lists(data_dir: Path) -> pd.Series | None:
 
 
 def read_nih(data_dir: str | Path, listing: dict[str, str] | None = None,
-             report: IndexReport | None = None) -> pd.DataFrame:
-    """Index the NIH images actually present under ``data_dir`` (flat or images_XXX/images/ layout).
+             report: IndexReport | None = None, archives: list[Path] | None = None) -> pd.DataFrame:
+    """Index the NIH images actually present under ``data_dir`` (flat or images_XXX/images/ layout, and
+    the members of the ``images_0XX.tar.gz`` archives lying in ``data_dir``).
 
     ``listing`` (file name -> path) replaces the directory scan, e.g. to benchmark a full listing.
+    ``archives`` restricts the source to these archives (no folder scan). An image present both as a file
+    and inside an archive is read from the file; archive members get ``<archive>::<member>`` paths.
     """
     data_dir = Path(data_dir)
     report = report if report is not None else IndexReport()
@@ -117,8 +121,12 @@ def read_nih(data_dir: str | Path, listing: dict[str, str] | None = None,
         raise ValueError(f"{csv}: missing NIH column {err}") from err
     if listing is None:
         listing = {}
-        for path in list_images(data_dir, frozenset({".png"})):
-            listing.setdefault(os.path.basename(path), path)
+        if archives is None:
+            for path in list_images(data_dir, frozenset({".png"})):
+                listing.setdefault(os.path.basename(path), path)
+        for name, path in archive_listing(find_archives(data_dir) if archives is None else archives,
+                                          warnings=report.warnings).items():
+            listing.setdefault(name, path)
     files = listing
     table["path"] = table["image_id"].map(files)
     present = table["path"].notna()

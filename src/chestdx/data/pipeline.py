@@ -20,9 +20,13 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Progress
 
 
 def cache_table(df: pd.DataFrame, size: int, root: str | Path | None = None, strict: bool = False,
-                show_progress: bool = True, workers: int = 2
+                show_progress: bool = True, workers: int | None = None
                 ) -> tuple[PixelCache, pd.DataFrame, CacheBuildReport]:
-    """Cache every image of ``df``; return the cache, ``df`` without the unreadable files, and the report."""
+    """Cache every image of ``df``; return the cache, ``df`` without the unreadable files, and the report.
+
+    ``path`` may name files or archive members (``<archive>::<member>``); ``workers`` decoding processes
+    (None = every usable CPU, 1 = in this process).
+    """
     cache = PixelCache(root, size)
     paths = df["path"].tolist()
     with progress_bar(f"caching {size}px", len(paths), show_progress) as bar:

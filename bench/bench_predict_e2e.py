@@ -1,0 +1,77 @@
+"""End-to-end batch prediction vs model-only throughput, ONNX backend, 1024 px PNGs (nih-fullres).
+
+Run: nice -n 10 .venv/bin/python bench/bench_predict_e2e.py [--arch efficientnet_lite0] [--threads 2]
+     [--repeat 8] [--workers 2]
+Prints JSON. UNTRAINED weights (timing only). Three numbers on the same images:
+- model-only: ``OnnxPredictor.logits`` on pre-decoded uint8 batches (no I/O, no decoding);
+- sequential end-to-end: ``predictor.predict(paths)`` (decode, then model, one after the other);
+- pipelined end-to-end: ``chestdx.serve.distributed.predict_distributed(devices=1)`` (decoding in DataLoader
+  worker processes overlapping the model; Lightning start-up and the CSV write included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench_inference import _untrained_predictor
+from common import data_root, machine
+
+
+def main(arch: str, size: int, threads: int, repeat: int, workers: int, batch: int) -> dict:
+    import torch
+
+    from chestdx.io import read_image
+    from chestdx.serve.distributed import predict_distributed
+    from chestdx.serve.onnx_export import export_onnx
+    from chestdx.serve.onnx_predictor import OnnxPredictor
+
+    torch.set_num_threads(threads)
+    png = sorted((data_root() / "nih-fullres" / "images").glob("*.png"))
+    paths = [str(p) for p in png] * repeat  # the same 60 files several times (all in the page cache)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx = Path(tmp) / "m.onnx"
+        export_onnx(_untrained_predictor(arch, size), onnx, check=False)
+        ort = OnnxPredictor(onnx, threads=threads)
+        t = time.perf_counter()
+        u8 = np.stack([ort.preprocess(read_image(p)) for p in png])
+        decode_ms = 1e3 * (time.perf_counter() - t) / len(png)
+        ort.logits(u8[:batch], batch_size=batch)  # warm-up
+        t = time.perf_counter()
+        for _ in range(repeat):
+            ort.logits(u8, batch_size=batch)
+        model_only = len(paths) / (time.perf_counter() - t)
+        t = time.perf_counter()
+        ort.predict(paths[: len(png) * 2], batch_size=batch)
+        sequential = len(png) * 2 / (time.perf_counter() - t)
+        t = time.perf_counter()
+        out = predict_distributed(onnx, paths, Path(tmp) / "out.csv", devices=1, batch_size=batch,
+                                  num_workers=workers, threads=threads)
+        pipelined = len(paths) / (time.perf_counter() - t)
+        assert sum(1 for _ in open(out)) == len(paths) + 1
+    return {"bench": "predict end-to-end vs model-only", "arch": arch, "input_size": size, "backend": "onnxruntime",
+            "weights": "untrained (timing only)", "threads": threads, "decode_workers": workers, "batch_size": batch,
+            "images": len(paths), "source": "nih-fullres 1024 px PNG (60 files x repeat)", "machine": machine(),
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "decode_resize_ms_per_image_1_core": decode_ms, "model_only_img_per_s": model_only,
+            "sequential_e2e_img_per_s": sequential, "pipelined_e2e_img_per_s": pipelined,
+            "ratio_pipelined_over_model_only": pipelined / model_only,
+            "ratio_sequential_over_model_only": sequential / model_only, "target_ratio": 0.8}
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", default="efficientnet_lite0")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=16)
+    a = ap.parse_args()
+    print(json.dumps(main(a.arch, a.size, a.threads, a.repeat, a.workers, a.batch)))

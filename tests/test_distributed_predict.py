@@ -1,0 +1,53 @@
+"""Distributed batch prediction (Lightning Trainer.predict, DDP on 2 CPU processes): same rows as 1 process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import chestdx
+from chestdx.serve.batch import predict_paths
+from chestdx.serve.distributed import predict_distributed, shard_batches
+
+pytestmark = pytest.mark.data
+
+
+def test_shards_cover_every_index_once_in_whole_batches() -> None:
+    for n, bs, world in ((200, 16, 2), (7, 3, 4), (0, 5, 2), (33, 8, 3)):
+        shards = [shard_batches(n, bs, r, world) for r in range(world)]
+        flat = sorted(i for s in shards for b in s for i in b)
+        assert flat == list(range(n))
+        assert [b for s in shards for b in s if len(b) != bs] in ([], [list(range(n - n % bs, n))])
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, nih_sample: Path) -> list[str]:
+    """198 NIH PNGs with 2 unreadable files among them (200 inputs)."""
+    root = tmp_path_factory.mktemp("dist")
+    files = [str(p) for p in sorted((nih_sample / "images").glob("*.png"))[:198]]
+    (root / "cut.png").write_bytes(Path(files[0]).read_bytes()[:300])
+    (root / "text.png").write_text("not an image")
+    return files[:50] + [str(root / "cut.png")] + files[50:120] + [str(root / "text.png")] + files[120:]
+
+
+def test_two_ranks_give_exactly_the_rows_of_one(tiny_run: Path, inputs: list[str], tmp_path: Path) -> None:
+    one = predict_distributed(tiny_run, inputs, tmp_path / "one.csv", devices=1, batch_size=16, num_workers=1,
+                              threads=1)
+    two = predict_distributed(tiny_run, inputs, tmp_path / "two.csv", devices=2, batch_size=16, num_workers=1,
+                              threads=1)
+    assert one.read_text() == two.read_text()
+    df = pd.read_csv(two, keep_default_na=False)
+    assert df["path"].tolist() == inputs  # input order, no padding duplicates
+    errors = df[df["error"] != ""]
+    assert [Path(p).name for p in errors["path"]] == ["cut.png", "text.png"]
+    assert not Path(str(two) + ".parts").exists()
+    # the probabilities are those of the plain single-process batch prediction
+    plain = predict_paths(chestdx.load(tiny_run), inputs, batch_size=16)
+    ref = pd.DataFrame(plain.rows)
+    probs = [c for c in df.columns if c.startswith("prob_")]
+    ok = (df["error"] == "").to_numpy()
+    assert np.allclose(df.loc[ok, probs].astype(float).to_numpy(), ref.loc[ok, probs].astype(float).to_numpy(),
+                       atol=1e-6)
