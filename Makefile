@@ -8,6 +8,7 @@ $(BIN)/chestdx: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0   # CPU build first, so nothing pulls a CUDA torch
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps torchxrayvision==1.5.7   # tests/test_xrv.py only; --no-deps: no torchvision
 	touch $(BIN)/chestdx
 
 install: $(BIN)/chestdx

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from chestdx.models import densenet, efficientnet, simple_cnn, vit
+from chestdx.models import densenet, efficientnet, simple_cnn, vit, xrv
 from chestdx.models.base import ChestModel
 
 __all__ = ["MODELS", "ModelEntry", "available_models", "build_model", "freeze_points"]
@@ -38,6 +38,12 @@ MODELS: dict[str, ModelEntry] = {
                         f"EfficientNet-{name[-5:]}" + (", ImageNet weights shipped offline"
                                                       if name.endswith("0") else ", no shipped weights"))
        for name in efficientnet.VARIANTS},
+    "xrv_densenet121": ModelEntry(xrv.build_xrv_densenet121, _static(xrv.DENSENET_FREEZE_POINTS),
+                                  tuple(xrv.DENSENET_FREEZE_POINTS),
+                                  "torchxrayvision DenseNet-121 (1 channel, 224 px), pretrained: xrv:<weights name>"),
+    "xrv_resnet50": ModelEntry(xrv.build_xrv_resnet50, _static(xrv.RESNET_FREEZE_POINTS),
+                               tuple(xrv.RESNET_FREEZE_POINTS),
+                               "torchxrayvision ResNet-50 (1 channel, 512 px), pretrained: xrv:resnet50-res512-all"),
     "simple_cnn": ModelEntry(simple_cnn.build_simple_cnn, _static(simple_cnn.FREEZE_POINTS),
                              tuple(simple_cnn.FREEZE_POINTS), "tiny 4-conv CNN for tests and demos"),
 }
@@ -65,7 +71,9 @@ def build_model(name: str, num_labels: int, pretrained: str | None = None, freez
     """Build a ``ChestModel``.
 
     ``pretrained``: None (random init), "imagenet", or a path to a state dict in the architecture's source
-    layout (torchvision for densenet121/vit_b16, efficientnet_lite_pytorch for the lite models).
+    layout (torchvision for densenet121/vit_b16, efficientnet_lite_pytorch for the lite models); for the
+    ``xrv_*`` models ``xrv:<torchxrayvision weights name>`` or a torchxrayvision ``.pt`` file (``labels=``
+    then starts the head from xrv's classifier rows of those labels, see ``chestdx.models.xrv``).
     ``freeze``: one of ``freeze_points(name)``. ``metadata``: subset of ("age", "sex", "view").
     ``input_size``: overrides the default input size (vit_b16: multiple of 16, positions interpolated).
     ``kwargs`` go to the architecture builder (e.g. ``cfg=ViTConfig(...)`` for a small ViT in tests).
