@@ -28,6 +28,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from chestdx import __version__
+from chestdx.inference.prediction import QualityRefused
 from chestdx.io import ImageReadError, sniff_format
 from chestdx.serve.guard import DEFAULT_ALLOWED_HOSTS, SAFE_METHODS, Admission, Busy, origin_allowed
 from chestdx.serve.images import heatmap_png, preview_png
@@ -49,15 +51,11 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
 
 
 def _load_predictor(source: Any) -> Any:
+    """A run dir or an ``.onnx`` export -> Predictor; a Predictor is used as given."""
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if path.suffix == ".onnx":
-            from chestdx.serve.onnx_predictor import OnnxPredictor
+        from chestdx.inference import load
 
-            return OnnxPredictor(path)
-        from chestdx.inference import Predictor
-
-        return Predictor.from_run(path)
+        return load(source)
     return source
 
 
@@ -74,7 +72,7 @@ def create_app(run_dir_or_predictor: Any, max_upload_bytes: int = DEFAULT_MAX_UP
                allowed_hosts: Sequence[str] | None = None, allowed_origins: Sequence[str] = (),
                max_workers: int = DEFAULT_MAX_WORKERS, max_queue: int = DEFAULT_MAX_QUEUE,
                queue_timeout_s: float = 60.0, max_pending_bytes: int = DEFAULT_BODY_BUDGET) -> FastAPI:
-    """App over a run dir, an ``.onnx`` file (no heatmaps), a ``Predictor`` or an ``OnnxPredictor``.
+    """App over a run dir, an ``.onnx`` export (no heatmaps) or a ``Predictor``.
 
     ``allowed_hosts``: Host header values served (default localhost, 127.0.0.1, [::1]; ``["*"]`` = any).
     ``allowed_origins``: other web origins (``https://viewer.example.org``) allowed to POST and read answers
@@ -83,15 +81,16 @@ def create_app(run_dir_or_predictor: Any, max_upload_bytes: int = DEFAULT_MAX_UP
     beyond that: 503 with Retry-After. ``max_heatmaps`` caps the Grad-CAMs of one request.
     """
     predictor = _load_predictor(run_dir_or_predictor)
-    can_explain = hasattr(predictor, "heatmaps")
+    can_explain = bool(getattr(predictor, "can_explain", False))
     max_heatmaps = max(0, int(max_heatmaps))
     admission = Admission(max_workers, max_queue, queue_timeout_s, max(max_pending_bytes, 1))
     hosts = list(DEFAULT_ALLOWED_HOSTS if allowed_hosts is None else allowed_hosts)
     origins = list(allowed_origins)
     page = resources.files("chestdx.serve").joinpath("static/index.html").read_text(encoding="utf-8")
-    app = FastAPI(title="chestdx", version="0.1.0",
-                  description="Chest X-ray findings with calibrated probabilities, validation-chosen thresholds, "
-                              "Grad-CAM heatmaps and an out-of-distribution warning. " + NOTICE)
+    app = FastAPI(title="chestdx", version=__version__,
+                  description="Chest X-ray findings after an input quality check, with calibrated probabilities, "
+                              "out-of-fold operating points with their stated meaning, Grad-CAM heatmaps and an "
+                              "unlike-the-training-images notice. " + NOTICE)
 
     @app.middleware("http")
     async def _headers(request: Request, call_next):
@@ -119,10 +118,10 @@ def create_app(run_dir_or_predictor: Any, max_upload_bytes: int = DEFAULT_MAX_UP
     def health() -> dict[str, Any]:
         return {"status": "ok", "arch": predictor.arch}
 
-    @app.get("/api/model", summary="Model facts: labels, thresholds, temperature, OOD gate, limits")
+    @app.get("/api/model", summary="Model facts: labels, calibration and operating points, quality gate, limits")
     def model() -> dict[str, Any]:
         info = dict(predictor.describe())
-        info.update({"backend": "torch" if can_explain else "onnxruntime", "heatmaps": can_explain,
+        info.update({"heatmaps": can_explain,
                      "heatmap_method": heatmap_method if can_explain else None,
                      "max_upload_bytes": max_upload_bytes, "max_heatmaps": max_heatmaps,
                      "max_pixels": _max_pixels(), "max_workers": max_workers, "max_queue": max_queue,
@@ -184,6 +183,8 @@ def create_app(run_dir_or_predictor: Any, max_upload_bytes: int = DEFAULT_MAX_UP
             try:
                 return await run_in_threadpool(_predict_one, predictor, data, name, spec, preview,
                                                heatmap_method, max_heatmaps)
+            except QualityRefused as err:
+                return _error(422, f"refused by the quality gate: {err.reason}. Upload a frontal chest X-ray.")
             except ImageReadError as err:
                 return _error(422, f"the image could not be decoded: {err.reason}")
 
@@ -246,9 +247,14 @@ def _predict_one(predictor: Any, data: bytes, name: str, spec: list[str] | str, 
         # None = an empty Grad-CAM map (no region increased this label's score)
         maps = {lb: heatmap_png(h) if float(h.max()) > 0 else None for lb, h in zip(wanted, hm, strict=True)}
     rows = [{"label": lb, "probability": pred.probabilities[lb], "raw_probability": pred.raw_probabilities[lb],
-             "threshold": pred.thresholds.get(lb), "positive": lb in pred.findings} for lb in predictor.labels]
+             "threshold": pred.thresholds.get(lb), "positive": lb in pred.findings,
+             "callable": lb not in pred.not_callable, "reason": pred.not_callable.get(lb),
+             "statement": pred.statements.get(lb)} for lb in predictor.labels]
     out: dict[str, Any] = {
-        "labels": rows, "findings": list(pred.findings),
+        "quality": {"verdict": pred.quality, "prob": pred.quality_prob, "corrected": pred.corrected,
+                    "note": (pred.corrected or (pred.ood_reasons[-1] if pred.quality not in (None, "frontal")
+                                                and pred.ood_reasons else None))},
+        "labels": rows, "findings": list(pred.findings), "policy": pred.policy,
         "ood": {"score": pred.ood_score, "flag": pred.ood_flag, "reasons": pred.ood_reasons,
                 "warning": pred.warning},
         "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
