@@ -57,12 +57,17 @@ def preset_names() -> list[str]:
 
 
 def list_presets() -> list[tuple[str, str]]:
-    """(name, first comment line) of every packaged preset."""
+    """(name, first sentence of the preset's opening comment) of every packaged preset."""
     out = []
     for name in preset_names():
-        text = (_preset_dir() / f"{name}.yaml").read_text(encoding="utf-8")
-        first = next((ln.lstrip("#").strip() for ln in text.splitlines() if ln.startswith("#")), "")
-        out.append((name, first))
+        lines = (_preset_dir() / f"{name}.yaml").read_text(encoding="utf-8").splitlines()
+        comment = []
+        for line in lines:
+            if not line.startswith("#"):
+                break
+            comment.append(line.lstrip("#").strip())
+        text = " ".join(comment)
+        out.append((name, text.split(". ")[0].rstrip(".") + "." if text else ""))
     return out
 
 

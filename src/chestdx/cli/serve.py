@@ -1,20 +1,14 @@
-"""CLI commands for inference: predict (batch), serve (web app), export (ONNX)."""
+"""Inference commands: predict (batch), serve (web app), export (ONNX)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-console = Console(stderr=True)
+from chestdx.cli._common import console, exit_for_counts, fail, progress, user_errors
 
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
-
-
+PANEL = "Predict and serve"
 THREADS_HELP = "CPU threads for inference (default: library default; use 1 on a machine whose cores are busy)."
 
 
@@ -33,18 +27,20 @@ def _predictor(model: Path, threads: int | None = None):
     return Predictor.from_run(model)
 
 
+@user_errors
 def predict(run_dir: Path = typer.Argument(..., help="Run directory (or an exported .onnx file)."),
             paths: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
             out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Output .csv or .json."),
             heatmaps: Path | None = typer.Option(None, "--heatmaps", help="Write Grad-CAM overlays to this folder."),
             batch_size: int = typer.Option(16, "--batch-size", help="Images per forward pass."),
-            progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+            show_progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
             threads: int | None = typer.Option(None, help=THREADS_HELP),
             ) -> None:
     """Predict PNG/JPEG/DICOM files and folders; unreadable files become rows with the reason in `error`.
 
     Probabilities are temperature-calibrated; `findings` = labels at or above their validation thresholds.
     `ood_flag` marks images that are probably not frontal chest X-rays. Decision support, not a diagnosis.
+    Exit 3 when some files could not be read (their rows say why), 4 when none could.
 
     [bold]Examples[/bold]
 
@@ -52,24 +48,18 @@ def predict(run_dir: Path = typer.Argument(..., help="Run directory (or an expor
       chestdx predict runs/nih-default scan.dcm --out scan.json --heatmaps maps/
       chestdx predict model.onnx images/ --out preds.csv
     """
-    from chestdx.data.pipeline import progress_bar
     from chestdx.serve.batch import collect_inputs, predict_paths, write_result
 
     if out.suffix.lower() not in (".csv", ".json"):
-        _fail(f"--out must end in .csv or .json, got {out}")
-    try:
-        predictor = _predictor(run_dir, threads)
-    except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+        fail(f"--out must end in .csv or .json, got {out}")
+    predictor = _predictor(run_dir, threads)
     if heatmaps is not None and not hasattr(predictor, "heatmaps"):
-        _fail("--heatmaps needs a run dir (Grad-CAM uses gradients; the ONNX model has none)")
+        fail("--heatmaps needs a run dir (Grad-CAM uses gradients; the ONNX model has none)")
     files = collect_inputs(paths)
     if not files:
-        _fail("no image files found in the given paths")
-    with progress_bar("predicting", len(files), progress) as bar:
-        task = bar.add_task("predict", total=len(files))
-        result = predict_paths(predictor, files, batch_size=batch_size, heatmaps_dir=heatmaps,
-                               progress=lambda n: bar.advance(task, n))
+        fail("no image files found in the given paths")
+    with progress("predicting", len(files), show_progress) as advance:
+        result = predict_paths(predictor, files, batch_size=batch_size, heatmaps_dir=heatmaps, progress=advance)
     write_result(result, out, model=predictor.describe())
     flagged = sum(bool(r["ood_flag"]) for r in result.rows)
     console.print(f"{result.n_ok} images predicted, {result.n_errors} unreadable, {flagged} flagged as possibly "
@@ -77,8 +67,12 @@ def predict(run_dir: Path = typer.Argument(..., help="Run directory (or an expor
     console.print(f"throughput: {result.throughput:.1f} images/s ({result.seconds:.1f} s, batch size {batch_size})")
     for row in [r for r in result.rows if r["error"]][:10]:
         console.print(f"[yellow]unreadable:[/yellow] {row['error']}")
+    if result.n_ok == 0:
+        console.print(f"[red]error:[/red] none of the {result.n_errors} inputs could be predicted")
+    exit_for_counts(result.n_ok, result.n_errors)
 
 
+@user_errors
 def serve(run_dir: Path = typer.Argument(..., help="Run directory (or an exported .onnx file: no heatmaps)."),
           host: str = typer.Option("127.0.0.1", help="Interface to bind (keep 127.0.0.1 unless behind a proxy)."),
           port: int = typer.Option(8000, help="TCP port."),
@@ -97,14 +91,12 @@ def serve(run_dir: Path = typer.Argument(..., help="Run directory (or an exporte
 
     from chestdx.serve.app import create_app
 
-    try:
-        app = create_app(_predictor(run_dir, threads), max_upload_bytes=int(max_upload_mb * 1024 * 1024))
-    except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+    app = create_app(_predictor(run_dir, threads), max_upload_bytes=int(max_upload_mb * 1024 * 1024))
     console.print(f"chestdx serving {run_dir} on http://{host}:{port}/  (API docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)
 
 
+@user_errors
 def export(run_dir: Path = typer.Argument(..., help="Run directory."),
            onnx: Path = typer.Option(..., "--onnx", help="ONNX file to write (a .json sidecar is written next to it)."),
            opset: int = typer.Option(17, help="ONNX opset."),
@@ -122,17 +114,13 @@ def export(run_dir: Path = typer.Argument(..., help="Run directory."),
     """
     from chestdx.serve.onnx_export import export_onnx, sidecar_path
 
-    try:
-        side = export_onnx(run_dir, onnx, opset=opset)
-    except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+    side = export_onnx(run_dir, onnx, opset=opset)
     check = side.get("check", {})
     console.print(f"wrote {onnx} and {sidecar_path(onnx)} ({side['arch']}, {side['input_size']} px, "
                   f"outputs {side['outputs']}); torch vs onnxruntime max |dp| = {check.get('max_abs_prob_diff'):.2e}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add predict, serve and export to the chestdx CLI."""
-    app.command()(predict)
-    app.command()(serve)
-    app.command()(export)
+    """Add predict, serve and export to ``app``."""
+    for command in (predict, serve, export):
+        app.command(rich_help_panel=PANEL)(command)

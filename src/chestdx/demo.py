@@ -1,4 +1,4 @@
-"""The whole pipeline in one call (``chestdx demo``): train -> evaluate -> explain -> localize -> report."""
+"""The offline demo in one call (``chestdx demo``): train -> evaluate -> explain -> localize -> report."""
 
 from __future__ import annotations
 

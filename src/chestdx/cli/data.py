@@ -1,33 +1,17 @@
-"""The ``chestdx`` command line: a thin shell over the Python API."""
+"""Data commands: index, split, audit, cache, eda."""
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
-                  help="chestdx: leak-free, calibrated, explainable chest X-ray classification. "
-                       "Outputs are decision support for clinicians, never a diagnosis.")
-console = Console(stderr=True)
+from chestdx.cli._common import Exit, console, exit_for_counts, fail, user_errors
+
+PANEL = "Data"
 
 
-@app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False, show_time=False)])
-
-
-def _fail(message: str, code: int = 1) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
-
-
-@app.command()
+@user_errors
 def index(data_dir: Path = typer.Argument(..., help="Dataset folder (or labels CSV)."),
           out: Path = typer.Option(Path("index.csv"), "--out", "-o", help="Index CSV to write."),
           kind: str = typer.Option("auto", help="Dataset kind: auto|nih|folders|csv."),
@@ -46,10 +30,7 @@ def index(data_dir: Path = typer.Argument(..., help="Dataset folder (or labels C
 
     report = IndexReport()
     options = {"uncertain": uncertain} if kind == "csv" else {}
-    try:
-        df = build_index(data_dir, kind=kind, report=report, **options)
-    except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+    df = build_index(data_dir, kind=kind, report=report, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
     console.print(f"{report.summary()}; {df['patient_id'].nunique()} patients -> {out}")
@@ -57,7 +38,7 @@ def index(data_dir: Path = typer.Argument(..., help="Dataset folder (or labels C
         console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
-@app.command()
+@user_errors
 def split(index_csv: Path = typer.Argument(..., help="Index CSV from `chestdx index`."),
           out: Path = typer.Option(Path("split.csv"), "--out", "-o"),
           seed: int = typer.Option(0, help="Random seed of the grouped split."),
@@ -80,13 +61,10 @@ def split(index_csv: Path = typer.Argument(..., help="Index CSV from `chestdx in
 
     df = read_table(index_csv)
     forced = read_nih_boxes(boxes_to_test)["image_id"].tolist() if boxes_to_test else None
-    try:
-        result = make_split(df, val=val, test=test, seed=seed, official=official, force_test=forced)
-    except ValueError as err:
-        _fail(str(err))
+    result = make_split(df, val=val, test=test, seed=seed, official=official, force_test=forced)
     audit = audit_split(result)
     if not audit.ok:
-        _fail("internal error, split leaks: " + "; ".join(audit.messages()[:5]))
+        fail("internal error, split leaks: " + "; ".join(audit.messages()[:5]))
     out.parent.mkdir(parents=True, exist_ok=True)
     result.to_csv(out, index=False)
     counts = result.groupby("split").agg(images=("image_id", "size"), patients=("patient_id", "nunique"))
@@ -94,9 +72,9 @@ def split(index_csv: Path = typer.Argument(..., help="Index CSV from `chestdx in
     console.print(f"-> {out}")
 
 
-@app.command()
+@user_errors
 def audit(split_csv: Path = typer.Argument(..., help="Split CSV to check.")) -> None:
-    """Exit 0 when no patient is in two splits and no image is listed twice; non-zero otherwise.
+    """Exit 0 when no patient is in two splits and no image is listed twice; 1 otherwise (leaks listed).
 
     [bold]Example[/bold]
 
@@ -111,10 +89,10 @@ def audit(split_csv: Path = typer.Argument(..., help="Split CSV to check.")) -> 
         return
     for message in result.messages():
         console.print(f"[red]leak:[/red] {message}")
-    raise typer.Exit(1)
+    raise typer.Exit(int(Exit.ERROR))
 
 
-@app.command()
+@user_errors
 def cache(split_csv: Path = typer.Argument(..., help="Index or split CSV."),
           size: int = typer.Option(256, help="Side in pixels of the cached images."),
           root: Path | None = typer.Option(None, help="Cache folder (default $CHESTDX_CACHE or ~/.cache/chestdx)."),
@@ -123,27 +101,26 @@ def cache(split_csv: Path = typer.Argument(..., help="Index or split CSV."),
           ) -> None:
     """Decode every image once into the memory-mapped cache (resumable; reused while files are unchanged).
 
+    Exit 3 when some images were unreadable (skipped), 4 when none could be read.
+
     [bold]Example[/bold]
 
       chestdx cache split.csv --size 256
     """
     from chestdx.data.index import read_table
     from chestdx.data.pipeline import cache_table, write_bad_files
-    from chestdx.io import ImageReadError
 
-    try:
-        store, _, report = cache_table(read_table(split_csv), size, root, strict=strict)
-    except ImageReadError as err:
-        _fail(str(err))
+    store, _, report = cache_table(read_table(split_csv), size, root, strict=strict)
     console.print(f"cache {store.dir}: {report.decoded} decoded, {report.reused} reused, "
                   f"{len(report.failures)} unreadable")
     for _path, reason in report.failures:
         console.print(f"[yellow]skipped:[/yellow] {reason}")
     if bad_files:
         write_bad_files(report, bad_files)
+    exit_for_counts(report.decoded + report.reused, len(report.failures))
 
 
-@app.command()
+@user_errors
 def eda(split_csv: Path = typer.Argument(..., help="Index or split CSV."),
         out: Path = typer.Option(Path("eda"), "--out", "-o", help="Output folder."),
         title: str = typer.Option("", help="Title added to the figures."),
@@ -161,22 +138,7 @@ def eda(split_csv: Path = typer.Argument(..., help="Index or split CSV."),
     console.print(f"{summary['n_images']} images, {summary['n_patients']} patients -> {out}/")
 
 
-def _register_extensions() -> None:
-    """Commands defined in their own modules (each has ``register(app)``)."""
-    import importlib
-
-    for name in ("chestdx.cli_train", "chestdx.cli_serve", "chestdx.cli_report"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            continue
-        module.register(app)
-
-
-_register_extensions()
-
-
-def main() -> None:  # pragma: no cover
-    app(sys.argv[1:])
+def register(app: typer.Typer) -> None:
+    """Add the data commands to ``app``."""
+    for command in (index, split, audit, cache, eda):
+        app.command(rich_help_panel=PANEL)(command)

@@ -1,21 +1,18 @@
-"""CLI commands for explanations and reports: explain, localize, report."""
+"""Explanation and report commands: explain, localize, report."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-console = Console(stderr=True)
+from chestdx.cli._common import console, exit_for_counts, stdout, user_errors
 
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
+PANEL = "Explain and report"
 
 
-def explain(run_dir: Path = typer.Argument(..., help="Run directory (model.pt)."),
+@user_errors
+def explain(run_dir: Path = typer.Argument(..., help="Run directory."),
             images: list[Path] = typer.Argument(..., help="Image files (PNG/JPEG/DICOM)."),
             out: Path = typer.Option(Path("explain"), "--out", "-o", help="Output folder."),
             method: str = typer.Option("gradcam", help="gradcam|gradcampp|smoothgrad|vanilla."),
@@ -26,6 +23,8 @@ def explain(run_dir: Path = typer.Argument(..., help="Run directory (model.pt)."
             ) -> None:
     """Saliency overlays (caption: label, calibrated probability, method) + gallery.png + index.csv.
 
+    Exit 3 when some images could not be read (skipped), 4 when no overlay was written.
+
     [bold]Examples[/bold]
 
       chestdx explain runs/demo img1.png img2.png --out explain/ --top-k 2
@@ -34,18 +33,23 @@ def explain(run_dir: Path = typer.Argument(..., help="Run directory (model.pt)."
     from chestdx.explain.run import explain_images
 
     kwargs = {"n_samples": n_samples} if method == "smoothgrad" else {}
-    try:
-        index = explain_images(run_dir, images, out, method=method, labels=labels or None, top_k=top_k,
-                               batch_size=batch_size, **kwargs)
-    except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+    index = explain_images(run_dir, images, out, method=method, labels=labels or None, top_k=top_k,
+                           batch_size=batch_size, **kwargs)
     errors = index[index["error"].notna()]
     for row in errors.itertuples(index=False):
         console.print(f"[yellow]skipped:[/yellow] {row.error}")
-    console.print(f"{len(index) - len(errors)} overlays -> {out}/ (index.csv, gallery.png). "
-                  "Decision support, not a diagnosis.")
+    n_overlays = len(index) - len(errors)
+    n_images = index.loc[index["error"].isna(), "image"].nunique()
+    if n_overlays:
+        console.print(f"{n_overlays} overlays of {n_images} images -> {out}/ (index.csv, gallery.png). "
+                      "Decision support, not a diagnosis.")
+    else:
+        console.print(f"[red]error:[/red] no overlay written: none of the {len(errors)} images could be read "
+                      f"(reasons in {out}/index.csv)")
+    exit_for_counts(n_images, len(errors))
 
 
+@user_errors
 def localize(run_dir: Path = typer.Argument(..., help="Run directory."),
              boxes: Path = typer.Option(..., "--boxes", "-b", help="Boxes CSV in NIH BBox_List_2017 layout."),
              out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default RUN_DIR/localization)."),
@@ -66,20 +70,19 @@ def localize(run_dir: Path = typer.Argument(..., help="Run directory."),
     """
     from chestdx.explain.run import localize_run
 
-    try:
-        result = localize_run(run_dir, boxes, out, methods=tuple(methods), split=None if split == "all" else split,
-                              box_reference_size=box_size, n_samples=n_samples)
-    except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+    result = localize_run(run_dir, boxes, out, methods=tuple(methods), split=None if split == "all" else split,
+                          box_reference_size=box_size, n_samples=n_samples)
     t = result.table
     shown = t[t["metric"].isin(["pointing", "iobb>0.1"])]
-    Console().print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    stdout.print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     for reason, count in result.meta["skipped_reasons"].items():
         console.print(f"[yellow]skipped[/yellow] {count} boxes: {reason}")
+    written = ", ".join(Path(p).name for p in result.files.values() if p is not None)
     console.print(f"{result.meta['n_boxes_used']} boxes on {result.meta['n_images_used']} images -> "
-                  f"{result.files['table'].parent}/ (localization.csv, localization.json, gallery.png)")
+                  f"{result.files['table'].parent}/ ({written})")
 
 
+@user_errors
 def report(run_dir: Path = typer.Argument(..., help="Evaluated run directory."),
            n_gallery: int = typer.Option(3, help="Saliency examples per (label, TP/FP/FN) cell."),
            ) -> None:
@@ -91,14 +94,11 @@ def report(run_dir: Path = typer.Argument(..., help="Evaluated run directory."),
     """
     from chestdx.report import build_report
 
-    try:
-        path = build_report(run_dir, n_gallery=n_gallery)
-    except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+    path = build_report(run_dir, n_gallery=n_gallery)
     console.print(f"-> {path} and {Path(run_dir) / 'MODEL_CARD.md'}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add the explanation/report commands to the main CLI."""
+    """Add the explanation/report commands to ``app``."""
     for command in (explain, localize, report):
-        app.command()(command)
+        app.command(rich_help_panel=PANEL)(command)

@@ -1,4 +1,4 @@
-"""CLI commands for training and evaluation: train, demo, evaluate, compare."""
+"""Training and evaluation commands: train, demo, evaluate, compare, presets."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
+from chestdx.cli._common import console, stdout, user_errors
+
+PANEL = "Train and evaluate"
 
 
-def train(config: str = typer.Option("default", "--config", "-c", help="Preset name (configs/) or YAML path."),
+@user_errors
+def train(config: str = typer.Option("default", "--config", "-c",
+                                     help="Preset name (`chestdx presets`) or YAML path."),
           data: str | None = typer.Option(None, "--data", "-d", help="Dataset folder/CSV, or 'phantom'."),
           out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default runs/<name>)."),
           split: Path | None = typer.Option(None, "--split", help="Reuse a saved split.csv (patient-grouped)."),
@@ -25,6 +28,8 @@ def train(config: str = typer.Option("default", "--config", "-c", help="Preset n
           ) -> None:
     """Train a model and write a run dir (config, split, checkpoint, logs).
 
+    Config keys are checked: an unknown key or a wrong type stops here, naming the nearest valid key.
+
     [bold]Examples[/bold]
 
       chestdx train --config default --data ../shared/data/nih-sample --out runs/nih-default
@@ -36,6 +41,9 @@ def train(config: str = typer.Option("default", "--config", "-c", help="Preset n
     from chestdx.train.fit import fit
 
     if resume is not None:
+        if not (resume / "config.yaml").is_file():
+            raise FileNotFoundError(2, "No such file or directory (not a run dir to resume)",
+                                    str(resume / "config.yaml"))
         run = fit({}, resume, resume=True)
         console.print(f"resumed and finished -> {run}")
         return
@@ -49,9 +57,11 @@ def train(config: str = typer.Option("default", "--config", "-c", help="Preset n
     console.print(f"run dir: {run}  (next: chestdx evaluate {run})")
 
 
+@user_errors
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory."),
          data: str | None = typer.Option(None, "--data", "-d", help="A real dataset folder instead of the phantom."),
          epochs: int | None = typer.Option(None, help="Maximum epochs."),
+         overrides: list[str] = typer.Option([], "--set", help="Override config keys: --set image_size=64"),
          ) -> None:
     """Offline end-to-end demo: train, evaluate, explain, localize and report.
 
@@ -63,12 +73,13 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run di
       chestdx demo
       chestdx demo --data ../shared/data/kermany --out runs/demo-kermany
     """
-    from chestdx.pipeline import run_demo
+    from chestdx.demo import run_demo
 
-    summary = run_demo(out, data=data, epochs=epochs)
-    console.print_json(json.dumps(summary))
+    summary = run_demo(out, data=data, epochs=epochs, overrides=list(overrides))
+    stdout.print_json(json.dumps(summary))
 
 
+@user_errors
 def evaluate(run_dir: Path = typer.Argument(..., help="Run directory."),
              data: Path | None = typer.Option(None, "--data", "-d", help="Dataset folder if it moved since training."),
              split: str = typer.Option("test", help="Split to report on (thresholds always come from val)."),
@@ -101,12 +112,13 @@ def evaluate(run_dir: Path = typer.Argument(..., help="Run directory."),
     if macro.get("auroc") is not None:
         table.add_row("[bold]macro[/bold]", f"{macro['auroc']:.3f} [{macro['auroc_ci'][0]:.3f}, "
                       f"{macro['auroc_ci'][1]:.3f}]", "", "", "", "")
-    Console().print(table)
+    stdout.print(table)
     cal = result["calibration"]
     console.print(f"ECE on {split}: {cal['before']['ece']:.3f} raw -> {cal['after']['ece']:.3f} after temperature "
                   f"T={result['temperature']:.2f} (fitted on val). -> {run_dir}/metrics.json, predictions.csv, plots/")
 
 
+@user_errors
 def compare(runs: list[Path] = typer.Argument(..., help="Two or more evaluated run dirs (first = reference)."),
             out: Path = typer.Option(Path("compare"), "--out", "-o", help="Output folder."),
             split: str = typer.Option("test", help="Split compared (must hold the same images in every run)."),
@@ -120,16 +132,30 @@ def compare(runs: list[Path] = typer.Argument(..., help="Two or more evaluated r
     """
     from chestdx.evaluate.run import compare_runs
 
-    try:
-        table = compare_runs(runs, out, split=split, n_boot=n_boot)
-    except ValueError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(1) from err
-    Console().print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    table = compare_runs(runs, out, split=split, n_boot=n_boot)
+    stdout.print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     console.print(f"-> {out}/compare.csv, compare.png")
 
 
+def presets() -> None:
+    """List the presets shipped with chestdx (name and what it is); use one with `train --config NAME`.
+
+    [bold]Example[/bold]
+
+      chestdx presets
+      chestdx train --config seed --data ../shared/data/nih-sample
+    """
+    from chestdx.train.config import list_presets
+
+    table = Table(show_header=True, box=None)
+    table.add_column("preset", style="bold")
+    table.add_column("description")
+    for name, first in list_presets():
+        table.add_row(name, first)
+    stdout.print(table)
+
+
 def register(app: typer.Typer) -> None:
-    """Add the training/evaluation commands to the main CLI."""
-    for command in (train, demo, evaluate, compare):
-        app.command()(command)
+    """Add the training/evaluation commands to ``app``."""
+    for command in (train, demo, evaluate, compare, presets):
+        app.command(rich_help_panel=PANEL)(command)
