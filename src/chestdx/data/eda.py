@@ -23,6 +23,13 @@ def label_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in _all_label_columns(df) if df[c].notna().any()]
 
 
+def counts_with_unknown(values: pd.Series) -> pd.Series:
+    """Value counts with missing values counted as "unknown", whatever the column's dtype (an all-missing column
+    is float64, where ``fillna("unknown")`` warns and future pandas raises)."""
+    as_text = values.astype(object).where(values.notna(), "unknown")
+    return as_text.map(lambda v: v if isinstance(v, str) else str(v)).value_counts()
+
+
 def prevalence(df: pd.DataFrame) -> pd.DataFrame:
     """Positives, graded images and prevalence per label and split (rows: label; columns: split/metric)."""
     labels = label_columns(df)
@@ -83,7 +90,7 @@ def run_eda(df: pd.DataFrame, out_dir: str | Path, title: str = "") -> dict:
         axes[0].hist(ages, bins=20)
     axes[0].set_title(f"Age (n={len(ages)}, {df['age'].isna().sum()} unknown)")
     for ax, col in zip(axes[1:3], ("sex", "view"), strict=True):
-        counts = df[col].fillna("unknown").value_counts()
+        counts = counts_with_unknown(df[col])
         ax.bar(counts.index.astype(str), counts.to_numpy())
         ax.set_title(col.capitalize())
     axes[3].hist(per_patient, bins=min(30, max(1, per_patient.max())))
@@ -100,8 +107,8 @@ def run_eda(df: pd.DataFrame, out_dir: str | Path, title: str = "") -> dict:
         "images_per_patient": {"mean": float(per_patient.mean()), "max": int(per_patient.max())},
         "split_images": df["split"].value_counts().to_dict() if "split" in df.columns else {"all": len(df)},
         "age": {"mean": float(ages.mean()) if len(ages) else None, "unknown": int(df["age"].isna().sum())},
-        "sex": df["sex"].fillna("unknown").value_counts().to_dict(),
-        "view": df["view"].fillna("unknown").value_counts().to_dict(),
+        "sex": counts_with_unknown(df["sex"]).to_dict(),
+        "view": counts_with_unknown(df["view"]).to_dict(),
         "positives": {lb: int(np.nansum(df[lb])) for lb in label_columns(df)},
         "files": ["prevalence.png", "prevalence.csv", "cooccurrence.png", "cooccurrence.csv", "demographics.png"],
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from os import PathLike
@@ -76,12 +77,16 @@ def read_bytes(path: PathType) -> bytes:
         with open(path, "rb") as fh:
             data = fh.read()
     except FileNotFoundError as exc:
+        if os.path.islink(path):
+            raise ImageReadError(name, "broken symbolic link (its target does not exist)") from exc
         raise ImageReadError(name, "file not found") from exc
     except PermissionError as exc:
         raise ImageReadError(name, "permission denied") from exc
     except IsADirectoryError as exc:
         raise ImageReadError(name, "is a directory, not an image file") from exc
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageReadError(name, "symbolic link loop (the link points back to itself), not a file") from exc
         raise ImageReadError(name, f"cannot open file ({exc.strerror or exc})") from exc
     return data
 

@@ -61,7 +61,12 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
         p = Path(raw)
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if any(part.startswith(".") for part in f.relative_to(p).parts) or not f.is_file():
+                if any(part.startswith(".") for part in f.relative_to(p).parts):
+                    continue
+                if f.is_symlink() and not f.exists():  # link loop / broken link: an error row, never dropped
+                    out.append(f)
+                    continue
+                if not f.is_file():
                     continue
                 if f.suffix.lower() in IMAGE_EXTENSIONS or (not f.suffix and _is_dicom_without_extension(f)):
                     out.append(f)
