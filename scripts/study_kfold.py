@@ -24,6 +24,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,8 +69,216 @@ def train(out: Path, folds: int, sets: list[str]) -> None:
         print(f"{name}: trained in {time.perf_counter() - t:.0f} s", flush=True)
 
 
+def test_logits(run: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """Test rows of the run's split and the ensemble logits on them (mean over members' logits)."""
+    import torch
+
+    from chestdx.data.index import read_table
+    from chestdx.data.pipeline import cache_table
+    from chestdx.models import build_model, encode_metadata
+    from chestdx.models.inference import InferenceNet
+    from chestdx.rundir import RunDir
+    from chestdx.train.config import load_config
+
+    rd = RunDir(run)
+    man = rd.manifest()
+    table = read_table(rd.split)
+    table = table[table["split"] == "test"]
+    cache, table, _ = cache_table(table, int(man["input_size"]), load_config(rd.config).get("cache_root"),
+                                  show_progress=False)
+    x = torch.from_numpy(np.asarray(cache.pixels[cache.slots(table["path"].tolist())], np.float32) / 255.0)[:, None]
+    meta = (torch.from_numpy(encode_metadata(table, tuple(man["metadata"])).astype(np.float32))
+            if man["metadata"] else None)
+    logits = []
+    for entry in man["members"]:
+        model = build_model(man["arch"], len(man["labels"]), pretrained=None, freeze=man.get("freeze", "none"),
+                            metadata=tuple(man["metadata"]), input_size=int(man["input_size"]))
+        model.load_state_dict(rd.load_member_state(entry))
+        net = InferenceNet(model).eval()
+        with torch.no_grad():
+            logits.append(torch.cat([net(x[i:i + 32], None if meta is None else meta[i:i + 32]).double()
+                                     for i in range(0, len(x), 32)]).numpy())
+    return table.reset_index(drop=True), np.mean(logits, axis=0)
+
+
+def _pred_table(table: pd.DataFrame, labels: list[str], probs: np.ndarray) -> pd.DataFrame:
+    out = table[["image_id", "patient_id", "split"]].copy()
+    for j, lb in enumerate(labels):
+        out[lb] = table[lb].to_numpy()
+        out[f"prob_{lb}"] = probs[:, j]
+    return out
+
+
 def analyze(out: Path, folds: int, n_boot: int = 1000) -> dict:
-    raise NotImplementedError
+    """Test-split comparison of the runs (see module docstring); returns the numbers and a docs writer."""
+    from chestdx.evaluate.calibrate import calibrate_run
+    from chestdx.evaluate.compare import compare_predictions
+    from chestdx.evaluate.reliability import plot_reliability, reliability_numbers
+    from chestdx.inference.calibration import Calibration
+    from chestdx.rundir import RunDir
+
+    names = {"single": 1, f"kfold{folds}": folds}
+    res: dict = {}
+    preds: dict[str, pd.DataFrame] = {}
+    for name in names:
+        run = out / name
+        t = time.perf_counter()
+        side = calibrate_run(run, policy="balanced", n_boot=n_boot)
+        cal_seconds = time.perf_counter() - t
+        labels = list(RunDir(run).manifest()["labels"])
+        table, z = test_logits(run)
+        cal = Calibration.from_sidecar(side, labels)
+        raw, calp = 1.0 / (1.0 + np.exp(-z)), cal.apply(z)
+        y = table[labels].to_numpy(np.float64)
+        rel = reliability_numbers(y, raw, calp, labels)
+        plot_reliability(rel, run / "plots" / "reliability_test.png", source="test (after: OOF-fitted calibrators)")
+        preds[name] = _pred_table(table, labels, raw)
+        summary = json.loads((run / "train_summary.json").read_text())
+        called = {}
+        for policy in side["policies"]:
+            cal.set_policy(policy)
+            thr = np.array([cal.threshold(lb) if cal.callable(lb) else np.inf for lb in labels])
+            hits = calp >= thr[None, :]
+            called[policy] = {"per_image": float(hits.sum(1).mean()),
+                              "per_label": {lb: {"called": int(hits[:, j].sum()),
+                                                 "true": int(np.nansum(y[:, j])),
+                                                 "ppv": (float(np.nanmean(y[hits[:, j], j])) if hits[:, j].any()
+                                                         else None)}
+                                            for j, lb in enumerate(labels) if cal.callable(lb)}}
+        res[name] = {
+            "labels": labels, "side": side, "reliability_test": rel, "called": called,
+            "true_per_image": float(np.nansum(y, axis=1).mean()),
+            "train_seconds": summary["train_seconds_total"],
+            "train_seconds_per_fold": summary["train_seconds_per_fold"],
+            "selection_auroc": summary.get("oof_macro_auroc"), "calibrate_seconds": round(cal_seconds, 1),
+            "epochs": [f["epochs_run"] for f in summary["per_fold"]],
+            "best_epochs": [f["best_epoch"] for f in summary["per_fold"]],
+        }
+    shared = [lb for lb in res["single"]["labels"] if lb in res[f"kfold{folds}"]["labels"]]
+    table = compare_predictions(preds, shared, split="test", n_boot=n_boot, seed=0)
+    table.to_csv(out / "compare_test.csv", index=False)
+    summary = _summary(res, table, folds)
+    (out / "study_kfold.json").write_text(json.dumps({"summary": summary, "runs": {
+        n: {k: v for k, v in r.items() if k not in ("side", "reliability_test")} for n, r in res.items()}},
+        indent=1, default=float))
+    return {"summary": summary, "write": lambda: write_docs(res, table, summary, folds, out)}
+
+
+def _median_ece(rel: dict, key: str, min_pos: int = 1) -> float:
+    vals = [r[key]["ece"] for r in rel.values() if r[key]["ece"] is not None and r["n_pos"] >= min_pos]
+    return float(np.median(vals)) if vals else float("nan")
+
+
+def _summary(res: dict, table: pd.DataFrame, folds: int) -> dict:
+    k = f"kfold{folds}"
+    macro = table[(table["label"] == "macro")].set_index("run")
+    out = {"test_macro_auroc": {n: float(macro.loc[n, "auroc"]) for n in res},
+           "macro_diff": float(macro.loc[k, "diff_vs_ref"]),
+           "macro_diff_ci": [float(macro.loc[k, "diff_lo"]), float(macro.loc[k, "diff_hi"])]}
+    for n, r in res.items():
+        out[n] = {"median_ece_before": _median_ece(r["reliability_test"], "before"),
+                  "median_ece_after": _median_ece(r["reliability_test"], "after"),
+                  "findings_per_image": {p: c["per_image"] for p, c in r["called"].items()},
+                  "true_per_image": r["true_per_image"], "train_min": round(r["train_seconds"] / 60, 1),
+                  "selection_macro_auroc": r["selection_auroc"]}
+    single_val = json.loads(json.dumps(res["single"]["selection_auroc"]))
+    out["default_k_rule"] = ("K=5 if OOF macro AUROC(K=5) >= val macro AUROC(K=1) - 0.01 and K=5 trains in <= 45 min "
+                             "here, else K=1")
+    ok = (res[k]["selection_auroc"] or 0) >= (single_val or 0) - 0.01 and res[k]["train_seconds"] <= 45 * 60
+    out["default_k"] = folds if ok else 1
+    return out
+
+
+def _f(v, nd=3) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{nd}f}"
+
+
+def write_docs(res: dict, table: pd.DataFrame, summary: dict, folds: int, out: Path) -> None:
+    """Replace the K-fold section of docs/results.md (between its markers) with this run's numbers."""
+    k = f"kfold{folds}"
+    names = list(res)
+    lines = [MARK_BEGIN, "## K-fold ensemble vs single model, per-label calibration, operating points (issue 11)", "",
+             f"Produced by `python scripts/study_kfold.py train --out {out.relative_to(REPO)} {CLI_SETS}` then "
+             f"`python scripts/study_kfold.py analyze --out {out.relative_to(REPO)} --write-docs` on "
+             f"{time.strftime('%Y-%m-%d')} (2 CPU cores shared with other jobs). Same patient-grouped split as "
+             "above (test untouched by training, calibration and thresholds).", "", SETTINGS_NOTE, "",
+             "**Rule for the default K, fixed before any test number was computed:** " + summary["default_k_rule"]
+             + f". Evidence: OOF macro AUROC K={folds} {_f(res[k]['selection_auroc'])} vs validation macro AUROC "
+             f"K=1 {_f(res['single']['selection_auroc'])}; K={folds} training {res[k]['train_seconds'] / 60:.1f} "
+             f"min. **Chosen: K = {summary['default_k']}.**", "",
+             "### Test AUROC, ensemble vs single model (paired patient bootstrap, 95% CI; DeLong p per label)", "",
+             _compare_md(table), "",
+             "### Calibration on test: ECE per label (10 bins) before/after the OOF-fitted calibrators", "",
+             "| label | n pos (test) | " + " | ".join(f"{n} before | {n} after | {n} method" for n in names) + " |",
+             "|---|---|" + "---|---|---|" * len(names)]
+    for lb in res[names[0]]["labels"]:
+        cells = []
+        for n in names:
+            r = res[n]["reliability_test"].get(lb)
+            method = res[n]["side"]["labels"].get(lb, {}).get("calibrator", {}).get("method", "")
+            cells += [_f(r["before"]["ece"]) if r else "", _f(r["after"]["ece"]) if r else "", method]
+        n_pos = res[names[0]]["reliability_test"][lb]["n_pos"]
+        lines.append(f"| {lb} | {n_pos} | " + " | ".join(cells) + " |")
+    lines.append("| **median** | | " + " | ".join(
+        f"{_f(summary[n]['median_ece_before'])} | {_f(summary[n]['median_ece_after'])} | " for n in names) + " |")
+    lines += ["", "Reliability diagrams: `RUN/plots/reliability.png` (OOF, after = cross-fitted) and "
+              "`RUN/plots/reliability_test.png` (test), each with a JSON of the plotted numbers.", "",
+              "### Findings called per test image vs truth (callable labels only)", "",
+              "| run | true labels per image | " + " | ".join(res[names[0]]["called"]) + " |",
+              "|---|---|" + "---|" * len(res[names[0]]["called"])]
+    for n in names:
+        lines.append(f"| {n} | {res[n]['true_per_image']:.2f} | " + " | ".join(
+            f"{c['per_image']:.2f}" for c in res[n]["called"].values()) + " |")
+    lines += ["", f"Per label at the balanced policy ({k}): called on / true positives / PPV on test:", "",
+              "| label | callable | called | true | PPV |", "|---|---|---|---|---|"]
+    side = res[k]["side"]["labels"]
+    bal = res[k]["called"]["balanced"]["per_label"]
+    for lb in res[k]["labels"]:
+        c = bal.get(lb)
+        reason = "" if side[lb]["callable"] else f"no: {side[lb]['reason']}"
+        lines.append(f"| {lb} | {'yes' if c else reason} | {c['called'] if c else ''} | {c['true'] if c else ''} | "
+                     f"{_f(c['ppv'], 2) if c else ''} |")
+    lines += ["", "### Training time", "", "| run | members | epochs run (best) | training min | per fold (s) |",
+              "|---|---|---|---|---|"]
+    for n in names:
+        r = res[n]
+        epochs = ", ".join(f"{e} ({b})" for e, b in zip(r["epochs"], r["best_epochs"], strict=True))
+        per_fold = ", ".join(f"{s:.0f}" for s in r["train_seconds_per_fold"])
+        lines.append(f"| {n} | {names_k(n)} | {epochs} | {r['train_seconds'] / 60:.1f} | {per_fold} |")
+    lines += ["", MARK_END]
+    docs = REPO / "docs" / "results.md"
+    text = docs.read_text()
+    block = "\n".join(lines)
+    if MARK_BEGIN in text:
+        text = text[: text.index(MARK_BEGIN)] + block + text[text.index(MARK_END) + len(MARK_END):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    docs.write_text(text)
+
+
+def names_k(name: str) -> str:
+    return "1" if name == "single" else name.removeprefix("kfold")
+
+
+def _compare_md(table: pd.DataFrame) -> str:
+    ref = table["run"].iloc[0]
+    lines = ["| label | AUROC single | AUROC ensemble | ensemble - single [95% CI] | DeLong p |",
+             "|---|---|---|---|---|"]
+    for label, g in table.groupby("label", sort=False):
+        a, b = g[g["run"] == ref].iloc[0], g[g["run"] != ref].iloc[0]
+        if not b["estimable"]:
+            lines.append(f"| {label} | not estimable | not estimable | | |")
+            continue
+        p = "" if pd.isna(b["delong_p"]) else f"{b['delong_p']:.3f}"
+        name = "**macro**" if label == "macro" else label
+        lines.append(f"| {name} | {a['auroc']:.3f} | {b['auroc']:.3f} | {b['diff_vs_ref']:+.3f} "
+                     f"[{b['diff_lo']:+.3f}, {b['diff_hi']:+.3f}] | {p} |")
+    return "\n".join(lines)
+
+
+MARK_BEGIN, MARK_END = "<!-- study_kfold:begin -->", "<!-- study_kfold:end -->"
+CLI_SETS = ""
+SETTINGS_NOTE = ""
 
 
 def main() -> None:
@@ -82,6 +291,8 @@ def main() -> None:
     ap.add_argument("--write-docs", action="store_true")
     ap.add_argument("--n-boot", type=int, default=1000)
     args = ap.parse_args()
+    global CLI_SETS
+    CLI_SETS = " ".join(["--sets", *args.sets]) if args.sets else ""
     if args.stage == "train":
         train(args.out, args.folds, args.sets)
     else:

@@ -56,7 +56,8 @@ def test_sidecar_format_and_meaning(run):
     assert side["source"] == "oof" and side["policy"] == "sensitivity:0.90" and side["prevalence"] == {"Effusion": 0.02}
     eff = side["labels"]["Effusion"]
     assert eff["callable"] and eff["calibrator"]["method"] in ("platt", "isotonic")
-    assert set(eff["operating_points"]) == {"balanced", "sensitivity:0.90", "specificity:0.90"}
+    assert set(eff["operating_points"]) == {"balanced", "sensitivity:0.90", "specificity:0.90", "f1"}
+    assert side["oof_findings_per_image"]["sensitivity:0.90"] > side["oof_findings_per_image"]["specificity:0.90"]
     assert eff["operating_points"]["sensitivity:0.90"]["sensitivity"] >= 0.9
     hernia = side["labels"]["Hernia"]
     assert not hernia["callable"] and "needed" in hernia["reason"] and hernia["operating_points"] == {}

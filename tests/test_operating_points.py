@@ -23,7 +23,7 @@ def _scores(n=400, seed=0):
 
 
 def test_policy_names():
-    assert parse_policy("balanced") == ("balanced", None)
+    assert parse_policy("balanced") == ("balanced", None) and parse_policy("F1") == ("f1", None)
     assert parse_policy("sensitivity:0.9") == ("sensitivity", 0.9)
     assert policy_key("Specificity:0.9") == "specificity:0.90"
     for bad in ("fast", "sensitivity", "sensitivity:1.5", "specificity:abc"):
@@ -39,6 +39,9 @@ def test_thresholds_meet_their_targets():
         assert (p[y == 1] >= np.nextafter(t, 1)).mean() < target or t == p.max()  # highest such threshold
         t = pick_threshold(y, p, f"specificity:{target}")
         assert (p[y == 0] < t).mean() >= target
+    t = pick_threshold(y, p, "f1")
+    f1 = lambda th: 2 * ((p >= th) & (y == 1)).sum() / ((p >= th).sum() + (y == 1).sum())  # noqa: E731
+    assert f1(t) >= max(f1(th) for th in np.unique(p)) - 1e-12
     t = pick_threshold(y, p, "balanced")
     youden = lambda th: (p[y == 1] >= th).mean() + (p[y == 0] < th).mean()  # noqa: E731
     assert youden(t) >= max(youden(th) for th in np.unique(p)) - 1e-12

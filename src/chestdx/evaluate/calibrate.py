@@ -93,11 +93,28 @@ def calibrate_oof(oof: pd.DataFrame, labels: list[str], policy: str = "balanced"
         entries[label] = entry
         reliability[label] = {"before": before, "after": after, "n_pos": n_pos, "n_neg": n_neg,
                               "method": cal["method"]}
+    side_calls = _findings_per_image(entries, labels, y_all, z_all, policies)
     side = {"source": "oof" if oof.get("fold", pd.Series([0])).nunique() > 1 else "val",
             "n_images": int(len(oof)), "n_patients": int(oof["patient_id"].nunique()), "policy": policy,
             "policies": policies, "min_positives": int(min_positives), "n_boot": int(n_boot), "seed": int(seed),
-            "labels": entries, "prevalence": prevalence, "temperature": round(float(temperature), 5)}
+            "labels": entries, "prevalence": prevalence, "temperature": round(float(temperature), 5),
+            "oof_findings_per_image": side_calls, "oof_true_per_image": round(float(np.nansum(y_all, 1).mean()), 4)}
     return side, reliability
+
+
+def _findings_per_image(entries: dict[str, dict], labels: list[str], y: np.ndarray, z: np.ndarray,
+                        policies: list[str]) -> dict[str, float]:
+    """Mean number of findings called per OOF image at each policy (callable labels only): the OOF evidence for
+    choosing a policy whose calls match the true number of findings per image (``oof_true_per_image``)."""
+    out = {}
+    for name in policies:
+        calls = np.zeros(len(y))
+        for j, label in enumerate(labels):
+            point = entries[label]["operating_points"].get(name)
+            if entries[label]["callable"] and point:
+                calls += apply_calibrator(entries[label]["calibrator"], z[:, j]) >= point["threshold"]
+        out[name] = round(float(calls.mean()), 4)
+    return out
 
 
 def calibrate_run(run_dir: str | Path, policy: str = "balanced", prevalence: dict[str, float] | None = None,

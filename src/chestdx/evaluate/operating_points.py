@@ -1,7 +1,8 @@
 """Operating points on calibrated out-of-fold probabilities, each with its stated meaning and patient-bootstrap CIs.
 
 Policies: ``balanced`` (Youden: max sensitivity + specificity - 1), ``sensitivity:<x>`` (the highest threshold
-reaching sensitivity >= x), ``specificity:<x>`` (the lowest threshold keeping specificity >= x). A finding is
+reaching sensitivity >= x), ``specificity:<x>`` (the lowest threshold keeping specificity >= x), ``f1`` (max F1:
+calls a rare finding about as often as it occurs, where Youden calls it on a fixed share of the negatives). A finding is
 called when ``p >= threshold``. PPV/NPV at a prevalence pi other than the training one follow from sensitivity
 s and specificity c: PPV = s*pi / (s*pi + (1-c)*(1-pi)), NPV = c*(1-pi) / (c*(1-pi) + (1-s)*pi); their CIs are
 percentiles over the same patient resamples.
@@ -10,12 +11,12 @@ percentiles over the same patient resamples.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_curve
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 from chestdx.evaluate.bootstrap import percentile_ci
 from chestdx.evaluate.thresholds import operating_point_core
 
-DEFAULT_POLICIES = ("balanced", "sensitivity:0.90", "specificity:0.90")
+DEFAULT_POLICIES = ("balanced", "sensitivity:0.90", "specificity:0.90", "f1")
 KEEP = ("threshold", "sensitivity", "sensitivity_ci", "specificity", "specificity_ci", "ppv", "ppv_ci", "npv",
         "npv_ci")
 
@@ -25,6 +26,8 @@ def parse_policy(name: str) -> tuple[str, float | None]:
     text = str(name).strip().lower()
     if text in ("balanced", "youden"):
         return "balanced", None
+    if text == "f1":
+        return "f1", None
     kind, _, value = text.partition(":")
     if kind in ("sensitivity", "specificity") and value:
         try:
@@ -34,7 +37,7 @@ def parse_policy(name: str) -> tuple[str, float | None]:
         if 0.0 < target < 1.0:
             return kind, target
         raise ValueError(f"policy {name!r}: the target must be a number between 0 and 1 (e.g. {kind}:0.9)")
-    raise ValueError(f"unknown policy {name!r}; use balanced, sensitivity:<x> or specificity:<x> (e.g. "
+    raise ValueError(f"unknown policy {name!r}; use balanced, f1, sensitivity:<x> or specificity:<x> (e.g. "
                      f"sensitivity:0.9)")
 
 
@@ -47,6 +50,11 @@ def policy_key(name: str) -> str:
 def pick_threshold(y: np.ndarray, p: np.ndarray, policy: str) -> float:
     """The policy's threshold on ``p`` (labels known, both classes present)."""
     kind, target = parse_policy(policy)
+    if kind == "f1":
+        prec, rec, thr = precision_recall_curve(y, p)
+        f1 = np.divide(2 * prec[:-1] * rec[:-1], prec[:-1] + rec[:-1], out=np.zeros(len(thr)),
+                       where=prec[:-1] + rec[:-1] > 0)
+        return float(thr[int(np.argmax(f1))])
     fpr, tpr, thr = roc_curve(y, p, drop_intermediate=False)
     fpr, tpr, thr = fpr[1:], tpr[1:], thr[1:]  # drop the "call nothing" point (threshold inf)
     if kind == "balanced":
