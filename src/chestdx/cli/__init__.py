@@ -2,7 +2,8 @@
 
 One module per command group, each with ``register(app)``: :mod:`.data` (index, split, audit, cache, eda),
 :mod:`.train` (train, demo, evaluate, compare, presets), :mod:`.explain` (explain, localize, report),
-:mod:`.serve` (predict, serve, export). :mod:`._common` holds the console, the exit codes, the one error helper
+:mod:`.runs` (calibrate, migrate, adopt), :mod:`.serve` (predict, serve, export). :mod:`._common` holds the
+console, the exit codes, the one error helper
 (``fail``, ``user_errors``) and the progress helper.
 """
 
@@ -13,7 +14,7 @@ import logging
 import typer
 from rich.logging import RichHandler
 
-from chestdx.cli import _common, data, explain, serve, train
+from chestdx.cli import _common, data, explain, runs, serve, train
 from chestdx.cli._common import EXIT_CODES_HELP, console
 
 __all__ = ["app"]
@@ -32,5 +33,5 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
                         handlers=[RichHandler(console=console, show_path=False, show_time=False)])
 
 
-for _group in (data, train, explain, serve):
+for _group in (data, train, runs, explain, serve):
     _group.register(app)

@@ -23,10 +23,12 @@ def train(config: str = typer.Option("default", "--config", "-c",
           devices: str | None = typer.Option(None, help="Devices: 1, 2, 'auto' (GPUs or CPU processes)."),
           strategy: str | None = typer.Option(None, help="Lightning strategy, e.g. ddp."),
           num_nodes: int | None = typer.Option(None, help="Nodes for multi-node DDP (torchrun/SLURM)."),
+          folds: int | None = typer.Option(None, "--folds", help="K-fold cross-validated ensemble over train+val "
+                                           "(patient-grouped; test untouched); 1 = one train/val split."),
           resume: Path | None = typer.Option(None, "--resume", help="Continue an interrupted run dir."),
           overrides: list[str] = typer.Option([], "--set", help="Override config keys: --set optimizer.lr=3e-4"),
           ) -> None:
-    """Train a model and write a run dir (config, split, checkpoint, logs).
+    """Train a model (or a K-fold ensemble) and write a run dir (config, split, model.json + members, oof.csv).
 
     Config keys are checked: an unknown key or a wrong type stops here, naming the nearest valid key.
 
@@ -34,6 +36,7 @@ def train(config: str = typer.Option("default", "--config", "-c",
 
       chestdx train --config default --data ../shared/data/nih-sample --out runs/nih-default
       chestdx train --config seed --split runs/nih-default/split.csv --out runs/nih-seed
+      chestdx train --config default --data ../shared/data/nih-sample --folds 5 --out runs/nih-k5
       chestdx train --config densenet121 --data DATA --devices 2 --strategy ddp
       chestdx train --resume runs/nih-default
     """
@@ -48,8 +51,10 @@ def train(config: str = typer.Option("default", "--config", "-c",
         console.print(f"resumed and finished -> {run}")
         return
     sets = list(overrides)
+    if folds is not None and folds < 1:
+        raise ValueError(f"--folds {folds}: must be >= 1 (1 = one train/val split, K > 1 = K-fold ensemble)")
     for key, value in (("data", data), ("epochs", epochs), ("devices", devices), ("strategy", strategy),
-                       ("num_nodes", num_nodes)):
+                       ("num_nodes", num_nodes), ("folds", folds)):
         if value is not None:
             sets.append(f"{key}={value}")
     cfg = load_config(config, sets)
@@ -82,40 +87,51 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run di
 @user_errors
 def evaluate(run_dir: Path = typer.Argument(..., help="Run directory."),
              data: Path | None = typer.Option(None, "--data", "-d", help="Dataset folder if it moved since training."),
-             split: str = typer.Option("test", help="Split to report on (thresholds always come from val)."),
+             split: str = typer.Option("test", help="Split to report on (calibration never sees it)."),
              n_boot: int = typer.Option(1000, help="Patient bootstrap replicates for CIs."),
-             threshold: str = typer.Option("youden", help="Operating point rule on validation: youden|sensitivity."),
-             target_sensitivity: float = typer.Option(0.9, help="With --threshold sensitivity."),
+             policy: str | None = typer.Option(None, help="Operating point: balanced (Youden), sensitivity:0.90, "
+                                                          "specificity:0.90, f1 (default: the config's)."),
+             prevalence: list[str] = typer.Option([], "--prevalence", help="Label=p: also state PPV/NPV at this "
+                                                  "prevalence (repeatable)."),
              ) -> None:
-    """Per-label AUROC/AUPRC with patient-bootstrap CIs, thresholds and temperature from validation, plots.
+    """Calibrate on out-of-fold (or validation) predictions, then AUROC/AUPRC with patient-bootstrap CIs on test.
+
+    Writes calibration.json (per-label Platt/isotonic, operating points with their out-of-fold meaning),
+    ood.npz, predictions.csv, metrics.json and plots/. The weights (model.json, members/) are never rewritten.
 
     [bold]Example[/bold]
 
       chestdx evaluate runs/nih-default
+      chestdx evaluate runs/nih-default --policy sensitivity:0.9 --prevalence Pneumothorax=0.02
     """
+    from chestdx.cli.runs import parse_prevalence
     from chestdx.evaluate.run import evaluate_run
 
-    result = evaluate_run(run_dir, data=data, split=split, n_boot=n_boot, threshold_method=threshold,
-                          target_sensitivity=target_sensitivity)
+    result = evaluate_run(run_dir, data=data, split=split, n_boot=n_boot, policy=policy,
+                          prevalence=parse_prevalence(prevalence))
     table = Table(title=f"{run_dir} — {split} ({result['n_test_images']} images, {result['n_test_patients']} patients)")
-    for col in ("label", "AUROC [95% CI]", "n pos", "threshold (val)", "sens", "spec"):
+    for col in ("label", "AUROC [95% CI]", "n pos", "threshold", "sens", "spec"):
         table.add_column(col)
     for label, res in result["labels"].items():
+        op = res.get("operating_point") or {}
+        thr = f"{res['threshold']:.3f}" if res.get("threshold") is not None else "score only"
+        sens = "-" if op.get("sensitivity") is None else f"{op['sensitivity']:.2f}"
+        spec = "-" if op.get("specificity") is None else f"{op['specificity']:.2f}"
         if res["estimable"]:
-            op = res.get("operating_point") or {}
             table.add_row(label, f"{res['auroc']:.3f} [{res['auroc_ci'][0]:.3f}, {res['auroc_ci'][1]:.3f}]",
-                          str(res["n_pos"]), f"{res['threshold']:.3f}" if res.get("threshold") is not None else "-",
-                          f"{op.get('sensitivity', float('nan')):.2f}", f"{op.get('specificity', float('nan')):.2f}")
+                          str(res["n_pos"]), thr, sens, spec)
         else:
-            table.add_row(label, f"not estimable ({res['reason']})", str(res["n_pos"]), "-", "-", "-")
+            table.add_row(label, f"not estimable ({res['reason']})", str(res["n_pos"]), thr, sens, spec)
     macro = result["macro"]
     if macro.get("auroc") is not None:
         table.add_row("[bold]macro[/bold]", f"{macro['auroc']:.3f} [{macro['auroc_ci'][0]:.3f}, "
                       f"{macro['auroc_ci'][1]:.3f}]", "", "", "", "")
     stdout.print(table)
-    cal = result["calibration"]
-    console.print(f"ECE on {split}: {cal['before']['ece']:.3f} raw -> {cal['after']['ece']:.3f} after temperature "
-                  f"T={result['temperature']:.2f} (fitted on val). -> {run_dir}/metrics.json, predictions.csv, plots/")
+    cal, fpi = result["calibration"], result["findings_per_image"]
+    console.print(f"ECE on {split}: {cal['before']['ece']:.3f} raw -> {cal['after']['ece']:.3f} calibrated (median "
+                  f"per label {cal['after']['median_per_label']:.3f}); findings called per image "
+                  f"{fpi['called_per_image']:.2f} vs {fpi['true_per_image']:.2f} present. "
+                  f"-> {run_dir}/calibration.json, metrics.json, predictions.csv, plots/")
 
 
 @user_errors

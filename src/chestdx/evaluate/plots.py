@@ -198,7 +198,8 @@ def plot_evaluation(pred: pd.DataFrame, result: dict, out_dir: str | Path, test_
         "roc": plot_roc_panels(test.y, test.p, labels, result["labels"], out / "roc.png"),
         "roc_overlay": plot_roc_overlay(test.y, test.p, labels, result["labels"], out / "roc_overlay.png"),
         "pr": plot_pr_panels(test.y, test.p, labels, result["labels"], out / "pr.png"),
-        "reliability": plot_reliability(
-            test.y, test.p, p_cal, out / "reliability.png", result["calibration"]["n_bins"], "per-label calibration"
+        "reliability_test": plot_reliability(
+            test.y, test.p, p_cal, out / "reliability_test.png", result["calibration"]["n_bins"],
+            "per-label calibration",
         ),
     }

@@ -72,6 +72,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
                      "members": len(rt.manifest["members"]), "config_name": rt.manifest.get("config_name")}
     plots = plot_evaluation(pred, result, run.path / "plots", test_split=split)
     result["plots"] = {k: str(Path(v).relative_to(run.path)) for k, v in plots.items()}
+    if (run.path / "plots" / "reliability.png").is_file():  # per-label, out-of-fold (calibrate_run)
+        result["plots"]["reliability_oof"] = "plots/reliability.png"
     run.metrics.write_text(json.dumps(result, indent=2, allow_nan=False))
     try:
         fit_ood_for_run(run.path, data, predictor=predictor, seed=seed, show_progress=show_progress)

@@ -19,7 +19,9 @@ from chestdx.report.model_card import METRIC_HEADER, NOTICE, build_model_card, c
 log = logging.getLogger(__name__)
 
 PLOT_TITLES = {"roc": "ROC curves per label (test)", "roc_overlay": "ROC curves overlaid (test)",
-               "pr": "Precision-recall curves (test)", "reliability": "Reliability diagram (calibration, test)"}
+               "pr": "Precision-recall curves (test)",
+               "reliability_test": "Reliability before/after calibration (test, pooled)",
+               "reliability_oof": "Reliability per label before/after calibration (out-of-fold / validation)"}
 
 
 def _data_section(run: Path, summary: dict[str, Any], eda: dict[str, Any] | None) -> str:

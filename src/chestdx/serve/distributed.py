@@ -54,16 +54,11 @@ class PredictSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def load_predictor(model: str | Path, threads: int | None = None, device: str = "cpu") -> Any:
-    """``chestdx.load`` for a run dir; the torch-free ONNX predictor for an ``.onnx`` export."""
-    model = Path(model)
-    if model.suffix.lower() == ".onnx":
-        from chestdx.serve.onnx_predictor import OnnxPredictor
+def load_predictor(model: str | Path, threads: int | None = None, device: str = "cpu", **options: Any) -> Any:
+    """``chestdx.load``: a run dir (torch) or an ``.onnx`` export (onnxruntime); ``options``: trust, policy."""
+    from chestdx.inference import load
 
-        return OnnxPredictor(model, threads=threads)
-    import chestdx
-
-    return chestdx.load(model, device=device)
+    return load(model, device=device, threads=threads, **options)
 
 
 class DecodedImages:
@@ -119,7 +114,7 @@ def _module(spec: PredictSpec):
         def setup(self, stage: str) -> None:
             torch.set_num_threads(max(1, spec.threads))
             device = "cpu" if spec.accelerator == "cpu" else f"cuda:{self.trainer.local_rank}"
-            self.predictor = load_predictor(spec.model, spec.threads, device)
+            self.predictor = load_predictor(spec.model, spec.threads, device, **spec.extra.get("load", {}))
             self.parts.mkdir(parents=True, exist_ok=True)
             self.part = self.parts / f"rank-{self.trainer.global_rank}.jsonl"
             self.part.write_text("")
@@ -197,7 +192,8 @@ def _under_launcher() -> bool:
 
 def predict_distributed(model: str | Path, paths: Sequence[str | Path], out: str | Path, devices: int = 1,
                         num_nodes: int = 1, batch_size: int = 16, num_workers: int | None = None,
-                        threads: int | None = None, accelerator: str = "cpu", progress: bool = False) -> Path:
+                        threads: int | None = None, accelerator: str = "cpu", progress: bool = False,
+                        policy: str | None = None, trust: bool = False) -> Path:
     """Predict ``paths`` (files, already expanded) on ``devices`` processes per node x ``num_nodes`` nodes;
     write ``out`` (.csv / .json, the ``chestdx predict`` format) in input order. Returns ``out``.
 
@@ -210,7 +206,7 @@ def predict_distributed(model: str | Path, paths: Sequence[str | Path], out: str
                        accelerator=accelerator, batch_size=int(batch_size),
                        num_workers=2 if num_workers is None else int(num_workers),
                        threads=int(threads or max(1, cpus // max(1, devices))), progress=progress,
-                       extra={"started": time.time()})
+                       extra={"started": time.time(), "load": {"policy": policy, "trust": trust}})
     Path(spec.out).parent.mkdir(parents=True, exist_ok=True)
     if spec.devices * spec.num_nodes == 1 or _under_launcher():
         run_spec(spec)
