@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from chestdx.report import build_report
 from chestdx.report.curves import epoch_table
-from chestdx.report.gallery import calibrated, pick_examples
+from chestdx.report.gallery import pick_examples
 from chestdx.report.model_card import SECTIONS
 
 
@@ -44,9 +44,10 @@ def test_report_content_matches_metrics(report_run):
         assert label in html
         if r["estimable"]:
             assert f"{r['auroc']:.3f} [{r['auroc_ci'][0]:.3f}, {r['auroc_ci'][1]:.3f}]" in html
-            assert f"{metrics['thresholds'][label]:.3f}" in html
+            if metrics["thresholds"][label] is not None:
+                assert f"{metrics['thresholds'][label]:.3f}" in html
     assert f"{metrics['macro']['auroc']:.3f}" in html
-    assert f"T = {metrics['temperature']:.3f}" in html and "validation" in html
+    assert "Calibration and operating points" in html and "calibrator" in html
     for section in SECTIONS:
         assert f"<h3>{section}</h3>" in html
     for name in ("Intended use", "decision support", "Known failure modes", "Limitations"):
@@ -82,12 +83,12 @@ def test_not_estimable_label_is_spelled_out(report_run, tmp_path):
 
 def test_helpers(report_run):
     run, _ = report_run
-    ep = epoch_table(run / "logs" / "metrics.csv")
+    ep = epoch_table(run / "folds" / "0" / "logs" / "metrics.csv")
     assert list(ep["epoch"]) == [1, 2] and ep[["train_loss", "val_loss", "val_macro_auroc"]].notna().all().all()
-    assert calibrated([0.5], 2.0)[0] == pytest.approx(0.5)
-    pred = pd.DataFrame({"split": "test", "A": [1, 1, 0, 0], "prob_A": [0.9, 0.2, 0.8, 0.1]})
-    picks = pick_examples(pred, "A", 0.5, 1.0)
-    assert [len(picks[c]) for c in ("TP", "FP", "FN")] == [1, 1, 1]
+    pred = pd.DataFrame({"split": "test", "A": [1, 1, 0, 0, 1], "cal_A": [0.9, 0.2, 0.8, 0.1, 0.6]})
+    picks = pick_examples(pred, "A", 0.5)
+    assert [len(picks[c]) for c in ("TP", "FP", "FN")] == [2, 1, 1]
+    assert picks["TP"]["p_cal"].tolist() == [0.9, 0.6]  # most confident true positive first
 
 
 def test_cli_report(report_run, tmp_path):

@@ -43,17 +43,17 @@ def _data_section(run: Path, summary: dict[str, Any], eda: dict[str, Any] | None
 def _training_section(run: Path) -> str:
     curves = training_curves(run)
     if curves is None:
-        return "<p>No training log (logs/metrics.csv) in this run dir.</p>"
+        return "<p>No training log (folds/*/logs/metrics.csv) in this run dir.</p>"
     png, csv = curves
     table = pd.read_csv(csv)
-    rows = [[int(r.epoch), *(H.fmt(getattr(r, c, None), 4) for c in ("train_loss", "val_loss", "val_macro_auroc"))]
+    rows = [[int(r.fold), int(r.epoch), *(H.fmt(getattr(r, c, None), 4)
+                                          for c in ("train_loss", "val_loss", "val_macro_auroc"))]
             for r in table.itertuples(index=False)]
     train = json.loads((run / "train_summary.json").read_text()) if (run / "train_summary.json").is_file() else {}
-    note = (f"<p>Best epoch {train.get('best_epoch', '?')} (validation macro AUROC "
-            f"{H.fmt(train.get('best_val_macro_auroc'))}); its weights are the model. Numbers: "
-            f"plots/{csv.name}.</p>")
+    note = (f"<p>Each member's best epoch (by its validation macro AUROC; mean "
+            f"{H.fmt(train.get('best_val_macro_auroc'))}) gives its weights. Numbers: plots/{csv.name}.</p>")
     return H.img_tag(png, caption="Training curves") + note + H.table(
-        ["epoch", "train loss", "val loss", "val macro AUROC"], rows)
+        ["member", "epoch", "train loss", "val loss", "val macro AUROC"], rows)
 
 
 def _metrics_section(metrics: dict[str, Any]) -> str:
