@@ -66,6 +66,9 @@ def fix_resolution(x: torch.Tensor, resolution: int) -> torch.Tensor:
         raise ValueError(f"xrv models need square inputs, got {tuple(x.shape[-2:])} (center-crop first)")
     if x.shape[-1] == resolution:
         return x
+    if torch.onnx.is_in_onnx_export():
+        raise ValueError(f"cannot export the resize {x.shape[-1]} -> {resolution} px inside this xrv model to ONNX "
+                         f"(antialiased bilinear has no opset-17 op): use image_size {resolution} for xrv models")
     return F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True)
 
 
