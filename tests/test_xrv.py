@@ -309,6 +309,8 @@ def test_names_cache_and_offline_error(densenet_file, tmp_path, monkeypatch):
     assert str(tmp_path / "cache") in str(err.value)
     with pytest.raises(PretrainedWeightsError, match="set model.arch: xrv_resnet50"):
         build_model("xrv_densenet121", 3, pretrained="xrv:resnet50-res512-all")
+    with pytest.raises(ValueError, match="no ImageNet weights: use pretrained: xrv:"):
+        build_model("xrv_resnet50", 3, pretrained="imagenet")
     with pytest.raises(PretrainedWeightsError, match="unknown torchxrayvision weights 'nope'; known: densenet121"):
         build_model("xrv_densenet121", 3, pretrained="xrv:nope")
     # a file in the cache is used without any download; short names work

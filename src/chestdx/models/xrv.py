@@ -161,6 +161,9 @@ def build_xrv(arch: str, num_labels: int, pretrained: str | XrvSource | None = N
     if isinstance(pretrained, XrvSource):
         src = pretrained
     elif not is_no_weights(pretrained):
+        if str(pretrained).strip().lower() == "imagenet":
+            raise ValueError(f"{arch} has no ImageNet weights: use pretrained: xrv:<torchxrayvision weights name> "
+                             f"(e.g. xrv:densenet121-res224-all) or a torchxrayvision .pt file")
         src = load_xrv_source(str(pretrained), arch)
     if src is not None and src.arch != arch:
         raise ValueError(f"{src.spec} holds {src.arch} weights, not {arch}")
