@@ -309,6 +309,8 @@ def test_names_cache_and_offline_error(densenet_file, tmp_path, monkeypatch):
     assert str(tmp_path / "cache") in str(err.value)
     with pytest.raises(PretrainedWeightsError, match="set model.arch: xrv_resnet50"):
         build_model("xrv_densenet121", 3, pretrained="xrv:resnet50-res512-all")
+    with pytest.raises(ValueError, match="no ImageNet weights: use pretrained: xrv:"):
+        build_model("xrv_resnet50", 3, pretrained="imagenet")
     with pytest.raises(PretrainedWeightsError, match="unknown torchxrayvision weights 'nope'; known: densenet121"):
         build_model("xrv_densenet121", 3, pretrained="xrv:nope")
     # a file in the cache is used without any download; short names work
@@ -377,6 +379,20 @@ def test_onnx_export_and_predictor_match_xrv(xrv, ref_densenet, densenet_file, n
     sess = ort.InferenceSession(str(tmp_path / "xrv.onnx"), providers=["CPUExecutionProvider"])
     z = sess.run(None, {"image": _x01(nih_u8).numpy()})[0]
     np.testing.assert_allclose(1 / (1 + np.exp(-z)), want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["xrv_densenet121", "xrv_resnet50"])
+def test_gradcam_layer_and_onnx_resize_error(arch, tmp_path):
+    from monai.visualize import GradCAM
+
+    torch.manual_seed(0)
+    model = build_model(arch, 2, input_size=64).eval()
+    x = torch.rand(1, 1, 64, 64)
+    net = InferenceNet(model).eval()
+    maps = GradCAM(nn_module=net, target_layers=net.cam_layer)(x, class_idx=1)
+    assert maps.shape == (1, 1, 64, 64) and torch.isfinite(maps).all()
+    with pytest.raises(ValueError, match=r"use image_size (224|512) for xrv models"):
+        torch.onnx.export(net, (x,), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17)
 
 
 def test_resnet50_parity(xrv, nih_u8, tmp_path, monkeypatch):

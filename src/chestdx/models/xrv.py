@@ -66,6 +66,9 @@ def fix_resolution(x: torch.Tensor, resolution: int) -> torch.Tensor:
         raise ValueError(f"xrv models need square inputs, got {tuple(x.shape[-2:])} (center-crop first)")
     if x.shape[-1] == resolution:
         return x
+    if torch.onnx.is_in_onnx_export():
+        raise ValueError(f"cannot export the resize {x.shape[-1]} -> {resolution} px inside this xrv model to ONNX "
+                         f"(antialiased bilinear has no opset-17 op): use image_size {resolution} for xrv models")
     return F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True)
 
 
@@ -158,6 +161,9 @@ def build_xrv(arch: str, num_labels: int, pretrained: str | XrvSource | None = N
     if isinstance(pretrained, XrvSource):
         src = pretrained
     elif not is_no_weights(pretrained):
+        if str(pretrained).strip().lower() == "imagenet":
+            raise ValueError(f"{arch} has no ImageNet weights: use pretrained: xrv:<torchxrayvision weights name> "
+                             f"(e.g. xrv:densenet121-res224-all) or a torchxrayvision .pt file")
         src = load_xrv_source(str(pretrained), arch)
     if src is not None and src.arch != arch:
         raise ValueError(f"{src.spec} holds {src.arch} weights, not {arch}")
