@@ -86,8 +86,9 @@ def build_module(config: dict[str, Any], data: PreparedData) -> ChestModule:
     from chestdx.models import build_model
 
     mc = config["model"]
-    model = build_model(mc["arch"], len(data.labels), pretrained=mc.get("pretrained"), freeze=mc.get("freeze", "none"),
-                        metadata=tuple(mc.get("metadata") or ()), input_size=int(config["image_size"]))
+    extra = {"labels": list(data.labels)} if str(mc["arch"]).startswith("xrv_") else {}  # head from xrv's rows
+    model = build_model(mc["arch"], len(data.labels), pretrained=mc.get("pretrained"), freeze=mc["freeze"],
+                        metadata=tuple(mc.get("metadata") or ()), input_size=int(config["image_size"]), **extra)
     train = data.table[data.table["split"] == "train"]
     loss = build_loss(config["loss"], train[data.labels].to_numpy())
     return ChestModule(model, loss, config["optimizer"], config["scheduler"], data.labels,
