@@ -357,28 +357,49 @@ def test_adopted_model_rebuilds_and_fine_tunes_with_densenet_freeze_points(dense
     assert frozen == {"conv0", "norm0", "denseblock1", "transition1"}
 
 
-def test_onnx_export_and_predictor_match_xrv(xrv, ref_densenet, densenet_file, nih_sample, nih_u8, tmp_path):
+def test_adopt_evaluate_serve_export_end_to_end(xrv, ref_densenet, densenet_file, nih_sample, nih_u8, tmp_path):
+    """`chestdx adopt` writes a run dir; evaluate, the Predictor, serve and the ONNX export all work on it, and its
+    probabilities are xrv's own (<= 1e-5 torch, <= 1e-4 ONNX)."""
+    import json
+
     import onnxruntime as ort
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
 
-    from chestdx.inference import Predictor
-    from chestdx.serve.onnx_export import export_onnx
+    import chestdx
+    from chestdx.cli import app
+    from chestdx.data.readers import build_index
+    from chestdx.serve.app import create_app
 
-    model, info = adopt_model(densenet_file, list(NIH_LABELS))
-    payload = {"format": "chestdx-checkpoint/1", "arch": info.arch, "labels": info.labels,
-               "input_size": info.input_size, "mean": info.mean, "std": info.std, "metadata": [],
-               "freeze": "none", "pretrained": info.pretrained, "state_dict": model.state_dict(),
-               "thresholds": None, "temperature": None}
-    pred = Predictor(payload)
+    index = build_index(nih_sample).sort_values("image_id").head(36).reset_index(drop=True)
+    index["split"] = ["train"] * 12 + ["val"] * 12 + ["test"] * 12
+    index.to_csv(tmp_path / "split.csv", index=False)
+    run = tmp_path / "xrv-run"
+    runner = CliRunner()
+    res = runner.invoke(app, ["adopt", str(densenet_file), "--split", str(tmp_path / "split.csv"), "--out", str(run),
+                              "--set", f"cache_root={tmp_path / 'cache'}"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["evaluate", str(run), "--n-boot", "20"])
+    assert res.exit_code == 0, res.output
+    assert (run / "calibration.json").is_file() and (run / "metrics.json").is_file()
+    pred = chestdx.load(run, gate=None)
     files = sorted((nih_sample / "images").glob("*.png"))[:N_IMAGES]
     with torch.no_grad():
-        want = ref_densenet(_xrv_input(xrv, nih_u8)).numpy()[:, [XRV_TARGETS.index(lab) for lab in NIH_LABELS]]
-    got = np.array([[p.raw_probabilities[lab] for lab in NIH_LABELS] for p in pred.predict(files)])
+        want = ref_densenet(_xrv_input(xrv, nih_u8)).numpy()[:, [XRV_TARGETS.index(lab) for lab in pred.labels]]
+    got = np.array([[p.raw_probabilities[lab] for lab in pred.labels] for p in pred.predict(files)])
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
-    side = export_onnx(pred, tmp_path / "xrv.onnx")
-    assert side["check"]["max_abs_prob_diff"] <= 1e-4 and side["arch"] == "xrv_densenet121"
+    res = runner.invoke(app, ["export", str(run), "--onnx", str(tmp_path / "xrv.onnx")])
+    assert res.exit_code == 0, res.output
     sess = ort.InferenceSession(str(tmp_path / "xrv.onnx"), providers=["CPUExecutionProvider"])
     z = sess.run(None, {"image": _x01(nih_u8).numpy()})[0]
     np.testing.assert_allclose(1 / (1 + np.exp(-z)), want, atol=1e-4, rtol=0)
+    client = TestClient(create_app(pred), base_url="http://localhost")
+    out = client.post("/api/predict?heatmaps=none", files={"file": (files[0].name, files[0].read_bytes(), "image/png")})
+    assert out.status_code == 200, out.text
+    body = out.json()
+    assert [r["label"] for r in body["labels"]] == pred.labels
+    assert abs(body["labels"][0]["raw_probability"] - float(want[0, 0])) <= 1e-5
+    assert json.loads((run / "model.json").read_text())["adopted"] is True
 
 
 @pytest.mark.parametrize("arch", ["xrv_densenet121", "xrv_resnet50"])
