@@ -246,7 +246,17 @@ def fit_and_evaluate(pools: Pools, sources, args, log) -> tuple[nn.Module, dict,
     return model, thr, val
 
 
-def export(model: nn.Module, thr: dict, args, evaluation: dict, out_dir: Path) -> None:
+def test_examples(pools: Pools) -> list[str]:
+    """A few held-out (test-split) CXRs by path under the data root, for tests/test_quality_gate.py."""
+    out = []
+    for src, n in (("nih-sample", 10), ("nih-fullres", 2), ("kermany", 6)):
+        if src in pools.cxr:
+            names = pools.cxr[src]["name"][pools.cxr[src]["split"] == "test"]
+            out += [str(x) for x in names[np.linspace(0, len(names) - 1, n).astype(int)]]
+    return out
+
+
+def export(model: nn.Module, thr: dict, args, pools: Pools) -> None:
     ASSETS.mkdir(parents=True, exist_ok=True)
     onnx_path = ASSETS / "quality_gate.onnx"
     x = torch.zeros(1, 1, D.SIZE, D.SIZE)
@@ -268,7 +278,7 @@ def export(model: nn.Module, thr: dict, args, evaluation: dict, out_dir: Path) -
         "training_sources": {"cxr": ["nih-sample", "nih-fullres", "kermany"], "negatives": list(NEG_TRAIN)},
         "seed": args.seed, "epochs": args.epochs, "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         "onnx_vs_torch_max_abs_logit_diff": diff, "script": "scripts/train_quality_gate.py",
-        "summary": evaluation.get("summary", {}),
+        "test_examples": test_examples(pools), "summary": {},
     }
     (ASSETS / "quality_gate.json").write_text(json.dumps(card, indent=1) + "\n")
 
@@ -325,7 +335,7 @@ def main(argv: list[str]) -> None:
         model, thr, pools, [*NIH, "kermany"], "test", args.seed + 21, neg_test)
     log("shipped model evaluated")
     if not args.no_export:
-        export(model, thr, args, {}, args.out)
+        export(model, thr, args, pools)
     if not args.no_loso:
         for train_src, test_srcs in (("nih", ["kermany"]), ("kermany", list(NIH))):
             m, t, _ = fit_and_evaluate(pools, [train_src], args, log)
