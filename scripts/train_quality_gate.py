@@ -273,8 +273,8 @@ def export(model: nn.Module, thr: dict, args, pools: Pools) -> None:
         "input": "image (B,1,64,64) float32 in [0,1] = to_uint8_square(img01, 64) / 255; output logits (B,6)",
         "rotation_convention": "rotK = upright image turned as np.rot90(img, K) (K x 90 degrees counter-clockwise)",
         "thresholds": thr, "threshold_rule": (
-            f"smallest thresholds (>= 0.5) with <= {args.target:.1%} of validation upright CXRs refused, "
-            f"<= {args.target:.1%} corrected, and <= {args.target:.1%} of other validation images passed as ok"),
+            f"smallest thresholds (>= 0.5) with <= {args.target:.2%} of validation upright CXRs refused, "
+            f"<= {args.target:.2%} corrected, and <= {args.target:.2%} of other validation images passed as ok"),
         "training_sources": {"cxr": ["nih-sample", "nih-fullres", "kermany"], "negatives": list(NEG_TRAIN)},
         "seed": args.seed, "epochs": args.epochs, "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         "onnx_vs_torch_max_abs_logit_diff": diff, "script": "scripts/train_quality_gate.py",

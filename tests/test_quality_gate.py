@@ -152,3 +152,18 @@ def test_imports_and_runs_without_torch() -> None:
     env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.data
+def test_fast_preprocess_matches_shared_resize(gate: QualityGate, nih_fullres: Path) -> None:
+    """Large images are block-averaged before to_uint8_square: a few grey levels at most from the direct resize
+    (mean < 0.5) and the same verdict with probabilities within 0.01."""
+    from chestdx.io import read_image
+
+    for path in sorted((nih_fullres / "images").glob("*.png"))[:4]:
+        img = read_image(path)
+        fast, direct = gate.preprocess(img), to_uint8_square(img, gate.size)
+        diff = np.abs(fast.astype(int) - direct.astype(int))
+        assert diff.max() <= 8 and diff.mean() < 0.5
+        p_fast, p_direct = gate.probs_u8(fast[None]), gate.probs_u8(direct[None])
+        assert p_fast.argmax() == p_direct.argmax() and np.abs(p_fast - p_direct).max() < 0.01
