@@ -111,7 +111,7 @@ def serve(run_dir: Path = typer.Argument(..., help="Run directory (or an exporte
           allowed_origin: list[str] = typer.Option([], "--allowed-origin", help="Other web origin allowed to POST "
                                                    "(repeatable; enables CORS for exactly these). Default: none."),
           max_workers: int = typer.Option(2, help="Uploads processed at once."),
-          max_queue: int = typer.Option(8, help="Uploads waiting beyond that; more get 503 + Retry-After."),
+          max_queue: int = typer.Option(64, help="Uploads waiting beyond that; more get 503 + Retry-After."),
           max_heatmaps: int = typer.Option(4, help="Grad-CAM maps per request at most (422 beyond)."),
           trust_run: bool = typer.Option(False, "--trust-run", help=TRUST_HELP),
           ) -> None:
