@@ -1,4 +1,4 @@
-"""evaluate_predictions end to end, and the plot files (chestdx.evaluate.report_tables / plots)."""
+"""evaluate_predictions end to end, and the plot files (chestdx.evaluate.evaluation / plots)."""
 
 from __future__ import annotations
 

@@ -84,7 +84,9 @@ def test_helpers(report_run):
     run, _ = report_run
     ep = epoch_table(run / "logs" / "metrics.csv")
     assert list(ep["epoch"]) == [1, 2] and ep[["train_loss", "val_loss", "val_macro_auroc"]].notna().all().all()
-    assert calibrated([0.5], 2.0)[0] == pytest.approx(0.5)
+    # logit(0.8) = ln 4; / T=2 -> ln 2 -> p = 2/3 (p = 0.5 would be 0.5 at any temperature)
+    assert calibrated([0.8, 0.5], 2.0) == pytest.approx([2 / 3, 0.5])
+    assert calibrated([0.8], 1.0)[0] == pytest.approx(0.8)
     pred = pd.DataFrame({"split": "test", "A": [1, 1, 0, 0], "prob_A": [0.9, 0.2, 0.8, 0.1]})
     picks = pick_examples(pred, "A", 0.5, 1.0)
     assert [len(picks[c]) for c in ("TP", "FP", "FN")] == [1, 1, 1]

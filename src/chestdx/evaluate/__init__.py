@@ -6,8 +6,8 @@ Plots live in :mod:`chestdx.evaluate.plots` (imported on demand: it pulls in mat
 from chestdx.evaluate.bootstrap import bootstrap_indices
 from chestdx.evaluate.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from chestdx.evaluate.compare import compare_predictions, delong_test, paired_bootstrap_diff
+from chestdx.evaluate.evaluation import evaluate_predictions
 from chestdx.evaluate.metrics import label_metrics, multilabel_metrics
-from chestdx.evaluate.report_tables import evaluate_predictions
 from chestdx.evaluate.thresholds import choose_thresholds, operating_point, select_thresholds
 
 __all__ = [

@@ -13,8 +13,8 @@ import pandas as pd
 from chestdx.data.index import read_table
 from chestdx.data.pipeline import cache_table
 from chestdx.data.readers import build_index
+from chestdx.evaluate.evaluation import evaluate_predictions
 from chestdx.evaluate.plots import plot_evaluation
-from chestdx.evaluate.report_tables import evaluate_predictions
 from chestdx.inference import Predictor
 from chestdx.labels import label_column
 from chestdx.train.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint

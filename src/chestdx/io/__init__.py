@@ -5,20 +5,16 @@ Every failure raises :class:`ImageReadError` naming the file and the problem. Li
 """
 
 from chestdx.io import limits
-from chestdx.io.batch import BadFileReport, iter_images, read_images
 from chestdx.io.errors import ImageReadError
 from chestdx.io.reader import ImageInfo, decode_image_bytes, probe_image, read_image
 from chestdx.io.sniff import sniff_format
 
 __all__ = [
-    "BadFileReport",
     "ImageInfo",
     "ImageReadError",
     "decode_image_bytes",
-    "iter_images",
     "limits",
     "probe_image",
     "read_image",
-    "read_images",
     "sniff_format",
 ]
