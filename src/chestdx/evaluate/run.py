@@ -12,7 +12,7 @@ import pandas as pd
 
 from chestdx.data.index import read_table
 from chestdx.data.pipeline import cache_table
-from chestdx.data.readers import build_index
+from chestdx.data.relocate import relocate
 from chestdx.evaluate.evaluation import evaluate_predictions
 from chestdx.evaluate.plots import plot_evaluation
 from chestdx.inference import Predictor
@@ -20,18 +20,6 @@ from chestdx.labels import label_column
 from chestdx.train.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def relocate(table: pd.DataFrame, data_dir: str | Path) -> pd.DataFrame:
-    """Point a saved split at a dataset's new location (matched by image_id)."""
-    new = build_index(data_dir).set_index("image_id")["path"]
-    missing = ~table["image_id"].isin(new.index)
-    if missing.any():
-        raise FileNotFoundError(f"{data_dir}: {int(missing.sum())} images of the split are not there "
-                                f"(e.g. {table.loc[missing, 'image_id'].iloc[0]})")
-    out = table.copy()
-    out["path"] = out["image_id"].map(new)
-    return out
 
 
 def predict_table(predictor: Predictor, table: pd.DataFrame, cache_root: str | Path | None = None,

@@ -59,7 +59,7 @@ def add_ood_to_run(run_dir: str | Path, data: str | Path | None = None, **kwargs
     payload = read_checkpoint(run)
     table = read_table(run / "split.csv")
     if data is not None:
-        from chestdx.evaluate.run import relocate
+        from chestdx.data.relocate import relocate
 
         table = relocate(table, data)
     stats = fit_run_ood(Predictor(payload), table, (payload.get("config") or {}).get("cache_root"), **kwargs)
