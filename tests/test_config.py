@@ -183,7 +183,7 @@ def test_chestmodule_fills_optimizer_defaults_from_the_schema_and_reloads(tmp_pa
     trainer.strategy.connect(module)
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     again = ChestModule.load_from_checkpoint(tmp_path / "m.ckpt", model=build_model("simple_cnn", 2, input_size=32),
-                                             loss=MaskedBCE(), weights_only=False)
+                                             loss=MaskedBCE())  # plain hparams: loads with weights_only
     assert again.label_names == ["a", "b"] and again.optim_cfg == module.optim_cfg
     for key, value in module.state_dict().items():
         torch.testing.assert_close(again.state_dict()[key], value)

@@ -1,4 +1,4 @@
-"""evaluate_predictions end to end, and the plot files (chestdx.evaluate.report_tables / plots)."""
+"""Held-out evaluation with a calibration fitted on validation rows, and the plot files (evaluate.heldout / plots)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestdx.evaluate import compare_predictions, evaluate_predictions
-from chestdx.evaluate.calibration import apply_temperature
+from chestdx.evaluate import compare_predictions, evaluate_heldout
+from chestdx.evaluate.calibrate import calibrate_oof
+from chestdx.evaluate.calibration import logit
 from chestdx.evaluate.plots import plot_compare, plot_evaluation
+from chestdx.inference.calibration import Calibration
 
 LABELS = ["Effusion", "Mass", "Hernia"]
 
@@ -36,43 +38,58 @@ def make_table(n_patients: int = 400, seed: int = 0) -> pd.DataFrame:
     return df
 
 
-def test_evaluate_predictions_shape_and_json():
+def calibrated(df: pd.DataFrame):
+    """Calibration fitted on the table's validation rows only (as evaluate does for K = 1)."""
+    side, _ = calibrate_oof(df[df.split == "val"].assign(fold=0), LABELS, min_positives=10, n_boot=50)
+    return Calibration.from_sidecar(side, LABELS)
+
+
+def with_cal(df: pd.DataFrame, cal: Calibration) -> pd.DataFrame:
+    out = df.copy()
+    z = logit(df[[f"prob_{lab}" for lab in LABELS]].to_numpy())
+    out[[f"cal_{lab}" for lab in LABELS]] = cal.apply(z)
+    return out
+
+
+def test_evaluate_heldout_shape_and_json():
     df = make_table()
-    res = evaluate_predictions(df, LABELS, n_boot=100)
+    cal = calibrated(df)
+    res = evaluate_heldout(df, cal, LABELS, n_boot=100)
     json.dumps(res, allow_nan=False)
     assert set(res["labels"]) == set(LABELS)
     assert res["n_test_images"] == int((df.split == "test").sum())
     assert res["n_test_patients"] == df.loc[df.split == "test", "patient_id"].nunique()
-    assert res["threshold_space"] == "calibrated" and res["temperature"] > 1.3  # logits were doubled
-    assert res["calibration"]["after"]["ece"] < res["calibration"]["before"]["ece"]
+    assert res["calibration"]["after"]["ece"] < res["calibration"]["before"]["ece"]  # logits were doubled
     assert res["labels"]["Hernia"]["estimable"] is False and res["macro"]["labels"] == ["Effusion", "Mass"]
     op = res["labels"]["Effusion"]["operating_point"]
-    assert op["threshold"] == res["thresholds"]["Effusion"] and op["sensitivity_ci"] is not None
-    # raw thresholds call exactly the same images as calibrated ones
-    p = df["prob_Effusion"].to_numpy()
-    cal = apply_temperature(p, res["temperature"])
-    assert ((cal >= res["thresholds"]["Effusion"]) == (p >= res["thresholds_raw"]["Effusion"])).mean() > 0.999
+    assert op["threshold"] == res["thresholds"]["Effusion"] == cal.threshold("Effusion")
+    assert op["sensitivity_ci"] is not None
+    assert res["thresholds"]["Hernia"] is None and "positives" in res["labels"]["Hernia"]["operating_point"]["reason"]
+    fpi = res["findings_per_image"]
+    assert fpi["called_per_image"] > 0 and fpi["true_per_image"] > 0
     assert "not a diagnosis" in res["note"]
-    assert "2 positive" in res["threshold_details"]["Hernia"]["warning"]
 
 
-def test_thresholds_and_temperature_ignore_test_labels():
+def test_held_out_evaluation_fits_nothing_on_test():
+    """Poisoning the test labels changes the test metrics, never the calibration or the thresholds."""
     df = make_table()
-    res = evaluate_predictions(df, LABELS, n_boot=50)
-    shuffled = df.copy()
+    poisoned = df.copy()
     test = np.flatnonzero(df.split == "test")
-    perm = np.random.default_rng(5).permutation(test)
-    shuffled.loc[test, LABELS] = df.loc[perm, LABELS].to_numpy()
-    res2 = evaluate_predictions(shuffled, LABELS, n_boot=50)
-    assert res2["thresholds"] == res["thresholds"] and res2["temperature"] == res["temperature"]
-    assert res2["labels"]["Effusion"]["auroc"] != pytest.approx(res["labels"]["Effusion"]["auroc"])
+    poisoned.loc[test, LABELS] = 1.0 - df.loc[test, LABELS].to_numpy()
+    poisoned.loc[test, [f"prob_{lab}" for lab in LABELS]] = 0.5
+    a, b = calibrated(df), calibrated(poisoned)
+    assert a.entries == b.entries
+    ra, rb = evaluate_heldout(df, a, LABELS, n_boot=50), evaluate_heldout(poisoned, b, LABELS, n_boot=50)
+    assert ra["thresholds"] == rb["thresholds"]
+    assert rb["labels"]["Effusion"]["auroc"] != pytest.approx(ra["labels"]["Effusion"]["auroc"])
 
 
 def test_plots_write_png_and_numbers(tmp_path):
     df = make_table()
-    res = evaluate_predictions(df, LABELS, n_boot=50)
-    files = plot_evaluation(df, res, tmp_path / "plots")
-    assert set(files) == {"roc", "roc_overlay", "pr", "reliability"}
+    cal = calibrated(df)
+    res = evaluate_heldout(df, cal, LABELS, n_boot=50)
+    files = plot_evaluation(with_cal(df, cal), res, tmp_path / "plots")
+    assert set(files) == {"roc", "roc_overlay", "pr", "reliability_test"}
     for path in files.values():
         assert path.exists() and path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
         assert path.with_suffix(".json").exists()
@@ -89,5 +106,5 @@ def test_plots_write_png_and_numbers(tmp_path):
 
 def test_missing_split_raises():
     df = make_table()
-    with pytest.raises(ValueError, match="split == 'val'"):
-        evaluate_predictions(df[df.split != "val"], LABELS, n_boot=10)
+    with pytest.raises(ValueError, match="split == 'test'"):
+        evaluate_heldout(df[df.split != "test"], calibrated(df), LABELS, n_boot=10)

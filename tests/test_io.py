@@ -15,14 +15,11 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from chestdx.io import (
-    BadFileReport,
     ImageReadError,
     decode_image_bytes,
-    iter_images,
     limits,
     probe_image,
     read_image,
-    read_images,
     sniff_format,
 )
 
@@ -396,27 +393,6 @@ def test_decode_bytes_equals_read_image(tmp_path):
     ]
     for path in paths:
         np.testing.assert_array_equal(decode_image_bytes(path.read_bytes(), path.name), read_image(path))
-
-
-def test_iter_images_collects_bad_files(tmp_path):
-    good = save_pil(tmp_path, Image.new("L", (4, 4), 9), "good.png")
-    (tmp_path / "empty.png").write_bytes(b"")
-    paths = [good, tmp_path / "empty.png", tmp_path / "missing.jpg", good]
-
-    report = BadFileReport()
-    out = list(iter_images(paths, report=report))
-    assert [p.name for p, _ in out] == ["good.png", "good.png"]
-    assert len(report) == 2 and report.total == 4
-    assert report.failures[0] == (str(tmp_path / "empty.png"), "file is empty (0 bytes)")
-    assert "missing.jpg" in report.summary() and "2 of 4" in report.summary()
-    csv = report.write_csv(tmp_path / "bad.csv").read_text()
-    assert csv.splitlines()[0] == "path,reason" and len(csv.splitlines()) == 3
-
-    with pytest.raises(ImageReadError, match="empty"):
-        list(iter_images(paths, strict=True))
-
-    good_list, rep = read_images([good])
-    assert len(good_list) == 1 and not rep and "all 1 images readable" in rep.summary()
 
 
 def test_error_is_value_error_and_picklable():

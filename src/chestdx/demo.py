@@ -18,6 +18,7 @@ def run_demo(out: str | Path, data: str | None = None, epochs: int | None = None
     """
     import pandas as pd
 
+    from chestdx.data.nih import BOX_FILE
     from chestdx.evaluate.run import evaluate_run
     from chestdx.explain.run import explain_images, localize_run
     from chestdx.report import build_report
@@ -39,8 +40,8 @@ def run_demo(out: str | Path, data: str | None = None, epochs: int | None = None
     boxes = None
     if data is None:
         boxes = phantom_dir(config["cache_root"]) / "boxes.csv"
-    elif (Path(data) / "BBox_List_2017.csv").is_file():
-        boxes = Path(data) / "BBox_List_2017.csv"
+    elif (Path(data) / BOX_FILE).is_file():
+        boxes = Path(data) / BOX_FILE
     if boxes is not None:
         localize_run(run, boxes, run / "localization")
     report = build_report(run)

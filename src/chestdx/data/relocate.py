@@ -1,4 +1,4 @@
-"""Point a saved split table at a dataset's new location (matched by ``image_id``)."""
+"""Point a saved split table at a dataset's new location (a run dir shared to another machine)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from chestdx.data.readers import build_index
+
 
 def relocate(table: pd.DataFrame, data_dir: str | Path) -> pd.DataFrame:
-    """``table`` with ``path`` re-resolved under ``data_dir``; every image of the table must be found there."""
-    from chestdx.data.readers import build_index
-
+    """``table`` with ``path`` re-pointed into ``data_dir`` (matched by image_id); every image must be there."""
     new = build_index(data_dir).set_index("image_id")["path"]
     missing = ~table["image_id"].isin(new.index)
     if missing.any():

@@ -9,8 +9,6 @@ import pandas as pd
 
 from chestdx.data.index import label_columns
 
-SPLITS = ("train", "val", "test")
-
 
 def _patient_label_counts(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unique patients, their positive counts per label (P, L) and image counts (P,)."""

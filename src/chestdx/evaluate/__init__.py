@@ -1,4 +1,5 @@
-"""Evaluation: metrics with patient-bootstrap CIs, validation thresholds, calibration, comparisons.
+"""Evaluation: metrics with patient-bootstrap CIs, calibration and operating points fitted out-of-fold, held-out
+(test) evaluation, comparisons.
 
 Plots live in :mod:`chestdx.evaluate.plots` (imported on demand: it pulls in matplotlib).
 """
@@ -6,8 +7,8 @@ Plots live in :mod:`chestdx.evaluate.plots` (imported on demand: it pulls in mat
 from chestdx.evaluate.bootstrap import bootstrap_indices
 from chestdx.evaluate.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from chestdx.evaluate.compare import compare_predictions, delong_test, paired_bootstrap_diff
+from chestdx.evaluate.heldout import evaluate_heldout
 from chestdx.evaluate.metrics import label_metrics, multilabel_metrics
-from chestdx.evaluate.report_tables import evaluate_predictions
 from chestdx.evaluate.thresholds import choose_thresholds, operating_point, select_thresholds
 
 __all__ = [
@@ -16,7 +17,7 @@ __all__ = [
     "choose_thresholds",
     "compare_predictions",
     "delong_test",
-    "evaluate_predictions",
+    "evaluate_heldout",
     "expected_calibration_error",
     "fit_temperature",
     "label_metrics",

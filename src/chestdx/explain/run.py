@@ -37,7 +37,6 @@ __all__ = [
     "box_reference_size_for",
     "box_to_input",
     "explain_images",
-    "localization_markdown",
     "localize_run",
 ]
 
@@ -358,12 +357,3 @@ def _gallery_panels(result: LocalizationResult, entries: list[dict[str, Any]], b
             caption = f"{_key(e['image_id'])}\n{format_caption(e['label'], float(probs[e['slot'], e['class']]), m)}"
             yield OverlayItem(batch[e["slot"]], stack[k], caption + ("  HIT" if hit else "  miss"), e["box"])
 
-
-def localization_markdown(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> str:
-    """Markdown table: method | label | metric | n | hit rate [95% CI] | chance."""
-    df = table if metrics is None else table[table["metric"].isin(metrics)]
-    lines = ["| method | label | metric | n | hit rate [95% CI] | chance |", "|---|---|---|---|---|---|"]
-    for r in df.itertuples(index=False):
-        lines.append(f"| {r.method} | {r.label} | {r.metric} | {r.n} | {r.hit_rate:.2f} "
-                     f"[{r.ci_low:.2f}, {r.ci_high:.2f}] | {r.chance:.2f} |")
-    return "\n".join(lines)

@@ -7,20 +7,16 @@ refused from the header; images with a side >= 2x ``DECODE_MAX_SIDE`` (2048; env
 """
 
 from chestdx.io import limits
-from chestdx.io.batch import BadFileReport, iter_images, read_images
 from chestdx.io.errors import ImageReadError
 from chestdx.io.reader import ImageInfo, decode_image_bytes, probe_image, read_image
 from chestdx.io.sniff import sniff_format
 
 __all__ = [
-    "BadFileReport",
     "ImageInfo",
     "ImageReadError",
     "decode_image_bytes",
-    "iter_images",
     "limits",
     "probe_image",
     "read_image",
-    "read_images",
     "sniff_format",
 ]

@@ -1,7 +1,8 @@
 """Saliency gallery for the report: true positives, false positives and false negatives of the test split.
 
 Examples are chosen from ``predictions.csv`` with the validation thresholds (calibrated probabilities):
-TP = most confident correct positives, FP = most confident false alarms, FN = least confident misses.
+TP = most confident correct positives, FP = most confident false alarms, FN = most confident misses (the
+positives with the lowest probability).
 """
 
 from __future__ import annotations

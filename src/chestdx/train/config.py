@@ -13,14 +13,16 @@ import difflib
 import types
 import typing
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from chestdx.train.config_schema import ChestConfig
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable  # importlib.resources.abc from Python 3.11 on
 
 __all__ = ["DEFAULTS", "MAX_INHERIT_DEPTH", "ConfigError", "PresetNotFoundError", "UnknownConfigKeyError",
            "deep_update", "list_presets", "load_config", "parse_override", "preset_names", "resolve_config_path",
