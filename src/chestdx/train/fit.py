@@ -78,8 +78,12 @@ def build_module(config: dict[str, Any], data: PreparedData) -> ChestModule:
                         metadata=tuple(mc.get("metadata") or ()), input_size=int(config["image_size"]))
     train = data.table[data.table["split"] == "train"]
     loss = build_loss(config["loss"], train[data.labels].to_numpy())
-    return ChestModule(model, loss, config["optimizer"], config["scheduler"], data.labels,
-                       monitor_min_positives=int(config["early_stopping"].get("min_val_positives", 1)))
+    module = ChestModule(model, loss, config["optimizer"], config["scheduler"], data.labels,
+                         monitor_min_positives=int(config["early_stopping"].get("min_val_positives", 1)),
+                         channels_last=bool(config.get("channels_last", False)))
+    if module.channels_last:
+        module.model.to(memory_format=torch.channels_last)
+    return module
 
 
 @torch.no_grad()
@@ -167,7 +171,8 @@ def fit(config: dict[str, Any], out_dir: str | Path, split_csv: str | Path | Non
             state = torch.load(best, map_location="cpu", weights_only=False)
             module.load_state_dict(state["state_dict"])
             best_epoch = int(state["epoch"]) + 1  # 1-based, as in the report's curves
-        save_checkpoint(run / CHECKPOINT_NAME, module.model.cpu(), data.labels, config)
+        save_checkpoint(run / CHECKPOINT_NAME, module.model.cpu().to(memory_format=torch.contiguous_format),
+                        data.labels, config)
         val_per_label = validation_auroc_per_label(module, data, config)
         checkpoint_cb = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
         summary = {
