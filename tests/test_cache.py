@@ -120,3 +120,16 @@ def test_dataset_augments_train_only_and_deterministically(tmp_path):
     assert torch.equal(a, CXRDataset(cache.pixels, slots, labels, augment=AugmentConfig(), seed=3)[1][0])
     train.set_epoch(1)
     assert not torch.equal(a, train[1][0])
+
+
+def test_process_workers_give_the_same_store_as_one_worker(tmp_path):
+    paths = _images(tmp_path / "img", n=40, size=50)
+    (tmp_path / "img" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    paths.insert(17, str(tmp_path / "img" / "bad.png"))
+    one = PixelCache(tmp_path / "c1", 32)
+    two = PixelCache(tmp_path / "c2", 32)
+    r1, r2 = one.build(paths, workers=1), two.build(paths, workers=2)
+    assert (r1.decoded, r2.decoded) == (40, 40) and [p for p, _ in r1.failures] == [p for p, _ in r2.failures]
+    assert one.data_path.read_bytes() == two.data_path.read_bytes()  # same slots, in input order
+    assert one.manifest_path.read_text() == two.manifest_path.read_text()
+    assert list(one.slots(paths[:17] + paths[18:])) == list(range(40))

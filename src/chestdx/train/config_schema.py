@@ -241,6 +241,7 @@ class ChestConfig(Section):
     cache_root: Str | None = None
     limit_train_batches: int | Float | None = None
     threads: int | None = Field(None, ge=1)  # torch CPU threads (None = torch default)
+    channels_last: bool = False  # NHWC memory format for convolutions (faster with AMP on recent GPUs)
     progress: bool = True
     labels_resolved: list[Str] | None = None  # written by training: the labels actually trained
 

@@ -91,8 +91,12 @@ def build_module(config: dict[str, Any], data: PreparedData) -> ChestModule:
                         metadata=tuple(mc.get("metadata") or ()), input_size=int(config["image_size"]), **extra)
     train = data.table[data.table["split"] == "train"]
     loss = build_loss(config["loss"], train[data.labels].to_numpy())
-    return ChestModule(model, loss, config["optimizer"], config["scheduler"], data.labels,
-                       monitor_min_positives=int(config["early_stopping"].get("min_val_positives", 1)))
+    module = ChestModule(model, loss, config["optimizer"], config["scheduler"], data.labels,
+                         monitor_min_positives=int(config["early_stopping"].get("min_val_positives", 1)),
+                         channels_last=bool(config.get("channels_last", False)))
+    if module.channels_last:
+        module.model.to(memory_format=torch.channels_last)
+    return module
 
 
 

@@ -32,10 +32,11 @@ class ChestModule(L.LightningModule):
     """Trains a ``ChestModel`` on (x01, y, meta) batches from ``CXRDataset``."""
 
     def __init__(self, model: nn.Module, loss: nn.Module, optimizer: dict, scheduler: dict,
-                 label_names: list[str], monitor_min_positives: int = 1):
+                 label_names: list[str], monitor_min_positives: int = 1, channels_last: bool = False):
         super().__init__()
         # model and loss are objects (pass them again to ``load_from_checkpoint``); the rest reloads from hparams
         self.save_hyperparameters(ignore=["model", "loss"])
+        self.channels_last = bool(channels_last)  # NHWC activations: faster convolutions with AMP on GPUs
         self.monitor_min_positives = int(monitor_min_positives)
         self.model = model
         self.norm = Normalize(model.mean, model.std)
@@ -46,7 +47,10 @@ class ChestModule(L.LightningModule):
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, x01: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model(self.norm(x01), meta if meta is not None and meta.shape[-1] else None)
+        x = self.norm(x01)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x, meta if meta is not None and meta.shape[-1] else None)
 
     def on_train_epoch_start(self) -> None:
         loader = self.trainer.train_dataloader
