@@ -286,11 +286,10 @@ def test_monitor_floor_reaches_the_module(cache_root, tmp_path):
 def test_ddp_two_cpu_processes_train_each_fold(cache_root, tmp_path):
     """K = 2 under DDP (2 gloo processes): one member per fold, OOF for every non-test image, rank 0 writes."""
     script = tmp_path / "ddp_kfold.py"
-    script.write_text(
-        "import sys\nfrom chestdx.train.config import load_config\nfrom chestdx.train.fit import fit\n"
-        f"cfg = load_config('demo', {FAST + [f'cache_root={cache_root}', 'epochs=2', 'batch_size=8', 'devices=2',
-                                             'strategy=ddp', 'accelerator=cpu']!r})\n"
-        "cfg['folds'] = 2\nfit(cfg, sys.argv[1])\n")
+    sets = [*FAST, f"cache_root={cache_root}", "epochs=2", "batch_size=8", "devices=2", "strategy=ddp",
+            "accelerator=cpu"]
+    script.write_text("import sys\nfrom chestdx.train.config import load_config\nfrom chestdx.train.fit import fit\n"
+                      f"cfg = load_config('demo', {sets!r})\ncfg['folds'] = 2\nfit(cfg, sys.argv[1])\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
     run = tmp_path / "ddp"
     r = subprocess.run([sys.executable, str(script), str(run)], env=env, capture_output=True, text=True, timeout=900)
