@@ -80,5 +80,5 @@ def test_selection_falls_back_to_platt_with_few_positives_and_temperature_withou
     y[np.argsort(-z)[: MIN_POS_ISOTONIC - 5]] = 1
     cal, sel, _ = select_calibrator(z, y, np.arange(300))
     assert cal["method"] == "platt" and "fewer than 30" in sel["reason"]
-    cal, sel, _ = select_calibrator(z, np.zeros(300), np.arange(300), temperature=1.3)
-    assert cal == {"method": "temperature", "t": 1.3} and sel["chosen"] == "temperature"
+    cal, sel, held = select_calibrator(z, np.zeros(300), np.arange(300), temperature=1.3)
+    assert cal == {"method": "temperature", "t": 1.3} and sel["chosen"] == "temperature" and held is None

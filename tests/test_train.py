@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from chestdx.train.checkpoint import read_checkpoint
+from chestdx.rundir import RunDir
 from chestdx.train.config import load_config
 from chestdx.train.fit import fit
 
@@ -28,8 +28,29 @@ def cache_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-def _cfg(cache_root, *extra):
-    return load_config("demo", FAST + [f"cache_root={cache_root}", *extra])
+def _cfg(cache_root, *extra, folds: int = 1):
+    cfg = load_config("demo", FAST + [f"cache_root={cache_root}", *extra])
+    cfg["folds"] = folds  # until the config key lands: `--set folds=K`
+    return cfg
+
+
+def read_member(run, k: int = 0) -> tuple[dict, dict]:
+    """(manifest, state dict of member k) of a run dir."""
+    rd = RunDir(run)
+    manifest = rd.manifest()
+    return manifest, rd.load_member_state(manifest["members"][k])
+
+
+def load_member(run, k: int = 0) -> torch.nn.Module:
+    """Member k as an InferenceNet (normalization inside), rebuilt from the manifest."""
+    from chestdx.models import build_model
+    from chestdx.models.inference import InferenceNet
+
+    man, state = read_member(run, k)
+    model = build_model(man["arch"], len(man["labels"]), pretrained=None, freeze=man["freeze"],
+                        metadata=tuple(man["metadata"]), input_size=man["input_size"])
+    model.load_state_dict(state)
+    return InferenceNet(model).eval()
 
 
 def _cli(*args, env=None):
@@ -49,23 +70,77 @@ def test_config_overrides_and_unknown_keys():
 
 def test_run_dir_and_checkpoint_are_self_describing(cache_root, tmp_path):
     run = fit(_cfg(cache_root, "epochs=2"), tmp_path / "run")
-    for name in ("config.yaml", "split.csv", "model.pt", "train_summary.json", "bad_files.csv",
-                 "checkpoints/last.ckpt", "checkpoints/best.ckpt", "logs/metrics.csv"):
+    for name in ("config.yaml", "split.csv", "model.json", "members/member-0.pt", "oof.csv", "train_summary.json",
+                 "bad_files.csv", "folds/0/checkpoints/last.ckpt", "folds/0/checkpoints/best.ckpt",
+                 "folds/0/logs/metrics.csv"):
         assert (run / name).exists(), name
+    assert not (run / "model.pt").exists()
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["seed"] == 0 and saved["labels_resolved"]
-    ckpt = read_checkpoint(run)
-    assert ckpt["arch"] == "simple_cnn" and ckpt["input_size"] == 64 and ckpt["labels"] == saved["labels_resolved"]
+    assert saved["seed"] == 0 and saved["labels_resolved"] and saved["folds"] == 1
+    man, state = read_member(run)
+    assert man["format"] == "chestdx-run/2" and len(man["members"]) == 1
+    assert man["arch"] == "simple_cnn" and man["input_size"] == 64 and man["labels"] == saved["labels_resolved"]
+    assert man["config_name"] == "demo" and man["members"][0]["best_epoch"] in (1, 2)
     summary = json.loads((run / "train_summary.json").read_text())
-    assert np.isfinite(summary["best_val_macro_auroc"])
-    # the best epoch's weights were restored into model.pt
-    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-    for key, value in ckpt["state_dict"].items():
+    assert np.isfinite(summary["best_val_macro_auroc"]) and summary["folds"] == 1
+    # the best epoch's weights were restored into the member
+    best = torch.load(run / "folds/0/checkpoints/best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    for key, value in state.items():
         assert torch.equal(value, best[f"model.{key}"])
     split = pd.read_csv(run / "split.csv", dtype={"patient_id": str})
-    assert split.groupby("patient_id")["split"].nunique().max() == 1
-    metrics = pd.read_csv(run / "logs" / "metrics.csv")
+    assert split.groupby("patient_id")["split"].nunique().max() == 1 and "fold" not in split
+    # K = 1: oof.csv holds the validation predictions, so calibration always has a source
+    oof = pd.read_csv(run / "oof.csv", dtype={"image_id": str})
+    assert set(oof["split"]) == {"val"} and sorted(oof["image_id"]) == sorted(split.loc[split["split"] == "val",
+                                                                                       "image_id"])
+    metrics = pd.read_csv(run / "folds/0/logs/metrics.csv")
     assert metrics["val_macro_auroc"].notna().sum() == 2 and metrics["train_loss"].dropna().map(np.isfinite).all()
+
+
+def test_kfold_members_and_out_of_fold_predictions(cache_root, tmp_path):
+    from chestdx.train.data_setup import prepare_data
+    from chestdx.train.folds import audit_folds, fold_table
+
+    run = fit(_cfg(cache_root, "epochs=1", folds=3), tmp_path / "k3")
+    man = RunDir(run).manifest()
+    assert [m["fold"] for m in man["members"]] == [0, 1, 2] and man["ensemble"] == "mean_logit"
+    split = pd.read_csv(run / "split.csv", dtype={"image_id": str, "patient_id": str})
+    assert audit_folds(split) == [] and set(split.loc[split["split"] == "test", "fold"]) == {-1}
+    oof = pd.read_csv(run / "oof.csv", dtype={"image_id": str})
+    trainval = split[split["split"] != "test"]
+    assert sorted(oof["image_id"]) == sorted(trainval["image_id"])  # every non-test image exactly once
+    assert (oof.set_index("image_id")["fold"] == trainval.set_index("image_id")["fold"].loc[oof["image_id"]]).all()
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["folds"] == 3 and len(summary["train_seconds_per_fold"]) == 3
+    # each OOF prediction comes from the member that validated on that fold (and never trained on it)
+    cfg = _cfg(cache_root, folds=3)
+    data = prepare_data(cfg, run / "split.csv", show_progress=False, labels=man["labels"])
+    for k in range(3):
+        view = fold_table(data.table, k)
+        ds = type(data)(view, data.labels, data.cache, data.report).dataset("val", cfg)
+        x = torch.stack([ds[i][0] for i in range(len(ds))])
+        with torch.no_grad():
+            p = torch.sigmoid(load_member(run, k)(x).double()).numpy()
+        mine = oof[oof["fold"] == k]
+        np.testing.assert_allclose(mine[[f"prob_{lb}" for lb in man["labels"]]].to_numpy(), p, atol=1e-5)
+
+
+def test_resume_skips_finished_folds(cache_root, tmp_path):
+    run = fit(_cfg(cache_root, "epochs=1", folds=2), tmp_path / "k2")
+    member0 = (run / "members/member-0.pt").stat().st_mtime_ns
+    for path in ("model.json", "oof.csv", "folds/1/summary.json", "members/member-1.pt"):  # as if killed in fold 2
+        (run / path).unlink()
+    fit({}, run, resume=True)
+    assert (run / "members/member-0.pt").stat().st_mtime_ns == member0  # fold 1 was not retrained
+    assert len(RunDir(run).manifest()["members"]) == 2 and (run / "members/member-1.pt").is_file()
+
+
+def test_bad_fold_counts_are_clear_errors(cache_root, tmp_path):
+    for k in (0, -2):
+        with pytest.raises(ValueError, match="folds must be"):
+            fit(_cfg(cache_root, folds=k), tmp_path / f"bad{k}")
+    with pytest.raises(ValueError, match="patients"):
+        fit(_cfg(cache_root, folds=100_000), tmp_path / "many")
 
 
 def test_same_seed_same_metrics(cache_root, tmp_path):
@@ -73,7 +148,7 @@ def test_same_seed_same_metrics(cache_root, tmp_path):
     b = fit(_cfg(cache_root, "epochs=1"), tmp_path / "b")
     sa, sb = (json.loads((r / "train_summary.json").read_text()) for r in (a, b))
     assert sa["best_val_macro_auroc"] == sb["best_val_macro_auroc"]
-    wa, wb = read_checkpoint(a)["state_dict"], read_checkpoint(b)["state_dict"]
+    wa, wb = read_member(a)[1], read_member(b)[1]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -81,17 +156,17 @@ def test_seed_preset_end_to_end_offline(cache_root, tmp_path):
     cfg = load_config("seed", ["data=phantom", f"cache_root={cache_root}", "model.pretrained=null", "epochs=1",
                                "image_size=64", "progress=false", "limit_train_batches=6", "threads=2"])
     run = fit(cfg, tmp_path / "seed")
-    ckpt = read_checkpoint(run)
-    assert ckpt["arch"] == "densenet121" and ckpt["freeze"] == "seed"
-    loss = pd.read_csv(run / "logs" / "metrics.csv")["val_loss"].dropna()
+    man, _ = read_member(run)
+    assert man["arch"] == "densenet121" and man["freeze"] == "seed"
+    loss = pd.read_csv(run / "folds/0/logs/metrics.csv")["val_loss"].dropna()
     assert len(loss) == 1 and np.isfinite(loss).all()
 
 
 def test_metadata_fusion_trains(cache_root, tmp_path):
     run = fit(_cfg(cache_root, "epochs=1", "model.metadata=[age, sex, view]"), tmp_path / "meta")
-    ckpt = read_checkpoint(run)
-    assert ckpt["metadata"] == ["age", "sex", "view"]
-    assert ckpt["state_dict"]["head.weight"].shape[1] == 128 + 6  # pooled features + 2 per field
+    man, state = read_member(run)
+    assert man["metadata"] == ["age", "sex", "view"]
+    assert state["head.weight"].shape[1] == 128 + 6  # pooled features + 2 per field
 
 
 def _train_cmd(run, cache_root, *extra):
@@ -124,7 +199,7 @@ def test_resume_after_kill_9(cache_root, tmp_path):
     sets = ["epochs=4", "early_stopping.patience=10"]
     proc = subprocess.Popen(_train_cmd(run, cache_root, *sets), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    last = run / "checkpoints" / "last.ckpt"
+    last = run / "folds" / "0" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while time.time() < deadline and not last.exists() and proc.poll() is None:
         time.sleep(0.1)
@@ -133,16 +208,16 @@ def test_resume_after_kill_9(cache_root, tmp_path):
     assert proc.poll() is None, "training finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (run / "model.pt").exists()
+    assert not (run / "model.json").exists()
     resumed = subprocess.run([sys.executable, "-m", "chestdx", "train", "--resume", str(run)], env=env,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["epochs_run"] == 4
-    epochs = pd.read_csv(run / "logs" / "metrics.csv")["epoch"].dropna().astype(int)
+    epochs = pd.read_csv(run / "folds" / "0" / "logs" / "metrics.csv")["epoch"].dropna().astype(int)
     assert set(epochs) == {0, 1, 2, 3}
-    ckpt = read_checkpoint(run)
-    assert ckpt["labels"] and all(torch.isfinite(v.float()).all() for v in ckpt["state_dict"].values())
+    man, state = read_member(run)
+    assert man["labels"] and all(torch.isfinite(v.float()).all() for v in state.values())
 
 
 class _Linear(torch.nn.Module):
@@ -205,3 +280,22 @@ def test_monitor_floor_reaches_the_module(cache_root, tmp_path):
 
     cfg = _cfg(cache_root, "early_stopping.min_val_positives=5")
     assert build_module(cfg, prepare_data(cfg, show_progress=False)).monitor_min_positives == 5
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_train_each_fold(cache_root, tmp_path):
+    """K = 2 under DDP (2 gloo processes): one member per fold, OOF for every non-test image, rank 0 writes."""
+    script = tmp_path / "ddp_kfold.py"
+    sets = [*FAST, f"cache_root={cache_root}", "epochs=2", "batch_size=8", "devices=2", "strategy=ddp",
+            "accelerator=cpu"]
+    script.write_text("import sys\nfrom chestdx.train.config import load_config\nfrom chestdx.train.fit import fit\n"
+                      f"cfg = load_config('demo', {sets!r})\ncfg['folds'] = 2\nfit(cfg, sys.argv[1])\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
+    run = tmp_path / "ddp"
+    r = subprocess.run([sys.executable, str(script), str(run)], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    man = RunDir(run).manifest()
+    assert [m["fold"] for m in man["members"]] == [0, 1]
+    split = pd.read_csv(run / "split.csv")
+    assert len(pd.read_csv(run / "oof.csv")) == int((split["split"] != "test").sum())
+    assert not list(run.glob("members/*.tmp"))

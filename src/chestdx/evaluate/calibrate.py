@@ -88,7 +88,9 @@ def calibrate_oof(oof: pd.DataFrame, labels: list[str], policy: str = "balanced"
             for name in policies:
                 entry["operating_points"][name] = operating_point(y, p, name, c, counts, prevalence.get(label))
         before = expected_calibration_error(y, 1.0 / (1.0 + np.exp(-z)), ECE_BINS)
-        after = expected_calibration_error(y, held_out, ECE_BINS)
+        # no cross-fitted probabilities (< 2 positives): no honest "after", so none is shown
+        after = expected_calibration_error(y[:0] if held_out is None else y,
+                                           z[:0] if held_out is None else held_out, ECE_BINS)
         entry["ece"] = {"before": _r(before["ece"]), "after_cross_fitted": _r(after["ece"])}
         entries[label] = entry
         reliability[label] = {"before": before, "after": after, "n_pos": n_pos, "n_neg": n_neg,

@@ -94,12 +94,14 @@ def cross_fitted(z: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0
 
 
 def select_calibrator(z: np.ndarray, y: np.ndarray, groups: np.ndarray, temperature: float = 1.0,
-                      seed: int = 0, min_pos_isotonic: int = MIN_POS_ISOTONIC) -> tuple[dict, dict, np.ndarray]:
+                      seed: int = 0, min_pos_isotonic: int = MIN_POS_ISOTONIC
+                      ) -> tuple[dict, dict, np.ndarray | None]:
     """Fit and choose one label's calibrator on its known OOF rows.
 
     Returns ``(calibrator, selection, held_out_probs)``: ``selection`` records both CV log-losses, the choice
     and its reason; ``held_out_probs`` are the chosen method's cross-fitted probabilities (an honest picture
-    of calibration for reliability diagrams; the fitted calibrator's own predictions would be optimistic).
+    of calibration for reliability diagrams; the fitted calibrator's own predictions would be optimistic), or
+    None when there are too few positives or negatives to cross-fit (< 2) or none at all.
     """
     z, y, groups = np.asarray(z, np.float64), np.asarray(y, np.float64), np.asarray(groups)
     n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
@@ -107,7 +109,7 @@ def select_calibrator(z: np.ndarray, y: np.ndarray, groups: np.ndarray, temperat
         cal = {"method": "temperature", "t": float(temperature)}
         sel = {"platt_logloss": None, "isotonic_logloss": None, "chosen": "temperature",
                "reason": f"{n_pos} positive / {n_neg} negative out-of-fold images: shared temperature"}
-        return cal, sel, apply_calibrator(cal, z)
+        return cal, sel, None
     held = cross_fitted(z, y, groups, seed)
     losses = {m: (log_loss(y, held[m]) if held is not None else None) for m in FITTERS}
     if min(n_pos, n_neg) < min_pos_isotonic:
@@ -119,8 +121,7 @@ def select_calibrator(z: np.ndarray, y: np.ndarray, groups: np.ndarray, temperat
     sel = {"platt_logloss": _round(losses["platt"]), "isotonic_logloss": _round(losses["isotonic"]),
            "chosen": chosen, "reason": reason}
     cal = FITTERS[chosen](z, y)
-    probs = held[chosen] if held is not None else apply_calibrator(cal, z)
-    return cal, sel, probs
+    return cal, sel, None if held is None else held[chosen]
 
 
 def _round(v: float | None) -> float | None:
