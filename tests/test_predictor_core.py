@@ -130,3 +130,38 @@ def test_legacy_run_dir_still_loads(tmp_path: Path) -> None:
                 "temperature": None, "config": {}}, run / "model.pt")
     out = chestdx.load(run, gate=None).predict([np.random.default_rng(0).random((40, 40))])
     assert out[0].error is None and out[0].findings == []
+
+
+@pytest.mark.data
+def test_real_gate_corrected_image_predicts_like_the_upright_one(tmp_path: Path, nih_sample: Path) -> None:
+    """The packaged quality gate, both backends: rotated/inverted real X-rays are detected, turned back and give
+    the upright image's probabilities (<= 1e-4); a text page is refused with the reason."""
+    from PIL import Image, ImageDraw
+
+    from chestdx.io import read_image
+    from chestdx.serve.onnx_export import export_onnx
+
+    run = make_run(tmp_path / "run")
+    export_onnx(run.path, tmp_path / "m.onnx")
+    src = sorted((nih_sample / "images").glob("*.png"))[:3]
+    files = []
+    for f in src:
+        u8 = np.asarray(Image.open(f).convert("L"))
+        for name, arr in (("up", u8), ("rot90", np.rot90(u8, 1)), ("rot270", np.rot90(u8, 3)), ("inv", 255 - u8)):
+            files.append(tmp_path / f"{f.stem}_{name}.png")
+            Image.fromarray(np.ascontiguousarray(arr)).save(files[-1])
+    page = Image.new("L", (600, 800), 255)
+    ImageDraw.Draw(page).multiline_text((20, 20), "\n".join(["Discharge summary, page 2"] * 30), fill=0)
+    page.save(tmp_path / "text.png")
+    files.append(tmp_path / "text.png")
+    for loaded in (chestdx.load(run.path), chestdx.load(tmp_path / "m.onnx")):
+        out = loaded.predict(files)
+        assert out[-1].error and "refused by the quality gate" in out[-1].error and out[-1].quality == "not_cxr"
+        for k in range(len(src)):
+            up, *changed = out[4 * k: 4 * k + 4]
+            assert up.quality == "frontal" and up.corrected is None and up.error is None
+            assert [c.quality for c in changed] == ["rot90", "rot270", "inverted"]
+            for c in changed:
+                assert c.corrected and c.error is None
+                assert max(abs(c.probabilities[lb] - up.probabilities[lb]) for lb in LABELS) <= 1e-4
+    assert read_image(files[0]).shape == read_image(src[0]).shape

@@ -257,7 +257,7 @@ def _gate(gate: Any) -> Any:
 
 def _gate_info(gate: Any) -> dict[str, Any]:
     card = getattr(gate, "card", None) or {}
-    return {k: card.get(k) for k in ("format", "version", "classes", "thresholds", "input_size", "sources")
+    return {k: card.get(k) for k in ("format", "version", "classes", "thresholds", "input_size", "training_sources")
             if k in card}
 
 
