@@ -4,8 +4,6 @@
 
 A module may import its own layer or lower ones, never a higher one; ``chestdx.explain.saliency`` (model + tensor ->
 map) sits just below inference, which may import it. Imports under ``if TYPE_CHECKING:`` are not counted.
-Known violations (the lead's rewrite removes them) are listed in KNOWN with a reason and xfail strictly, so fixing
-one makes its test fail until the entry is removed.
 """
 
 from __future__ import annotations
@@ -31,11 +29,6 @@ LAYERS: list[set[str]] = [
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 EXEMPT = {"__init__", "__main__"}  # the package facade (chestdx.load) and `python -m chestdx`
 
-#: (importer component, imported component) -> reason. Fixing one turns its strict xfail into a failure.
-KNOWN: dict[tuple[str, str], str] = {
-    ("inference", "explain"): "inference/predictor.py imports the chestdx.explain package (for saliency_maps), "
-                              "whose __init__ pulls localization/overlay; import chestdx.explain.saliency instead",
-}
 
 
 def component(module: str) -> str | None:
@@ -111,7 +104,7 @@ def test_every_component_has_a_layer():
 
 def test_no_import_goes_up_a_layer():
     bad = [f"{where}: {src} imports {dst}" for src, dst, where in edges()
-           if RANK.get(dst, -1) > RANK.get(src, -1) and (src, dst) not in KNOWN]
+           if RANK.get(dst, -1) > RANK.get(src, -1)]
     assert not bad, "layer violations:\n" + "\n".join(bad)
 
 
@@ -137,14 +130,6 @@ def test_no_cycle_between_components():
     for start in sorted(graph):
         cycle = visit(start, [], done)
         assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
-
-
-@pytest.mark.parametrize("pair", sorted(KNOWN), ids=lambda p: f"{p[0]}->{p[1]}")
-def test_known_violation_is_gone(pair):
-    found = [where for src, dst, where in edges() if (src, dst) == pair]
-    if found:
-        pytest.xfail(f"{KNOWN[pair]} ({', '.join(found)})")
-    pytest.fail(f"{pair[0]} -> {pair[1]} is fixed: remove it from KNOWN in tests/test_layers.py")
 
 
 def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
