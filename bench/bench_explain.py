@@ -29,7 +29,7 @@ SIZE = 224
 
 def build(arch: str) -> torch.nn.Module:
     from chestdx.models import build_model
-    from chestdx.models.inference import InferenceNet
+    from chestdx.models.inference_net import InferenceNet
 
     torch.manual_seed(0)  # random-init weights (and heads) are reproducible
     model = build_model(arch, len(LABELS), pretrained=ARCHS[arch], input_size=SIZE)

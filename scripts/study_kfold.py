@@ -76,7 +76,7 @@ def test_logits(run: Path) -> tuple[pd.DataFrame, np.ndarray]:
     from chestdx.data.index import read_table
     from chestdx.data.pipeline import cache_table
     from chestdx.models import build_model, encode_metadata
-    from chestdx.models.inference import InferenceNet
+    from chestdx.models.inference_net import InferenceNet
     from chestdx.rundir import RunDir
     from chestdx.train.config import load_config
 

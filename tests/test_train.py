@@ -44,7 +44,7 @@ def read_member(run, k: int = 0) -> tuple[dict, dict]:
 def load_member(run, k: int = 0) -> torch.nn.Module:
     """Member k as an InferenceNet (normalization inside), rebuilt from the manifest."""
     from chestdx.models import build_model
-    from chestdx.models.inference import InferenceNet
+    from chestdx.models.inference_net import InferenceNet
 
     man, state = read_member(run, k)
     model = build_model(man["arch"], len(man["labels"]), pretrained=None, freeze=man["freeze"],

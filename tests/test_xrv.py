@@ -34,7 +34,7 @@ from chestdx.labels import NIH_LABELS
 from chestdx.models import PretrainedWeightsError, build_model, freeze_points
 from chestdx.models import xrv_weights as xw
 from chestdx.models.adopt import adopt_model
-from chestdx.models.inference import InferenceNet
+from chestdx.models.inference_net import InferenceNet
 from chestdx.models.xrv import map_xrv_labels, xrv_op_norm
 from chestdx.models.xrv_weights import XRV_TARGETS, XRV_WEIGHTS, read_xrv_file
 

@@ -7,7 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chestdx.notice import DISCLAIMER
+
 log = logging.getLogger(__name__)
+
 
 
 def run_demo(out: str | Path, data: str | None = None, epochs: int | None = None,
@@ -52,7 +55,7 @@ def run_demo(out: str | Path, data: str | None = None, epochs: int | None = None
         "test_macro_auroc_ci": metrics["macro"].get("auroc_ci"),
         "report": str(report),
         "seconds": round(time.perf_counter() - start, 1),
-        "note": "Decision support research software, not a diagnosis.",
+        "note": DISCLAIMER,
     }
     log.info("demo finished in %.0f s: %s", summary["seconds"], report)
     return summary

@@ -1,5 +1,5 @@
 """The one resize shared by the cache, training, evaluation, inference and ONNX (normalization lives in the
-model: ``chestdx.data.normalize.Normalize`` inside ``chestdx.models.inference.InferenceNet``)."""
+model: ``chestdx.data.normalize.Normalize`` inside ``chestdx.models.inference_net.InferenceNet``)."""
 
 from __future__ import annotations
 

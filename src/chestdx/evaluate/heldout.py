@@ -19,10 +19,11 @@ from chestdx.evaluate.metrics import multilabel_core
 from chestdx.evaluate.tables import infer_labels, split_arrays
 from chestdx.evaluate.thresholds import operating_point_core
 from chestdx.inference.calibration import Calibration
+from chestdx.notice import DISCLAIMER
 
-NOTE = ("Decision support for qualified clinicians, not a diagnosis. Calibration and thresholds were fitted on "
-        "out-of-fold (or validation) predictions only; test metrics carry 95% percentile CIs from a bootstrap "
-        "that resamples patients (all images of a patient together).")
+NOTE = (DISCLAIMER + " Calibration and thresholds were fitted on out-of-fold (or validation) predictions only; "
+        "test metrics carry 95% percentile CIs from a bootstrap that resamples patients (all images of a patient "
+        "together).")
 
 
 def _calibration_block(y: np.ndarray, p: np.ndarray, labels: Sequence[str], n_bins: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from chestdx.models.inference import InferenceNet
+from chestdx.models.inference_net import InferenceNet
 from chestdx.rundir import RunDir
 
 

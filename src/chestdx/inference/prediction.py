@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 
 from chestdx.io import ImageReadError
+from chestdx.notice import DISCLAIMER
 
 __all__ = ["DISCLAIMER", "Prediction", "QualityRefused"]
 
-DISCLAIMER = ("Decision support only: probabilities from a research model, not a diagnosis. "
-              "A qualified clinician must review the image.")
+
 
 
 class QualityRefused(ImageReadError):

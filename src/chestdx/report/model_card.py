@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chestdx.notice import DISCLAIMER
 from chestdx.report.html import esc, fmt, fmt_ci
 from chestdx.report.html import table as html_table
 
-NOTICE = ("Decision support, not a diagnosis. This model's outputs are for review by qualified clinicians; "
-          "it must not be used to diagnose, triage or treat patients without that review.")
+NOTICE = DISCLAIMER + " It must not be used to diagnose, triage or treat patients without that review."
 SECTIONS = ("Model details", "Intended use", "Training data", "Evaluation", "Limitations", "Known failure modes")
 
 

@@ -31,6 +31,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from chestdx import __version__
 from chestdx.inference.prediction import QualityRefused
 from chestdx.io import ImageReadError, sniff_format
+from chestdx.notice import DISCLAIMER
 from chestdx.serve.guard import DEFAULT_ALLOWED_HOSTS, SAFE_METHODS, Admission, Busy, origin_allowed
 from chestdx.serve.images import heatmap_png, preview_png
 from chestdx.serve.uploads import MultipartCollector, UploadError, safe_name
@@ -43,7 +44,7 @@ DEFAULT_MAX_WORKERS = 2
 DEFAULT_MAX_QUEUE = 64
 DEFAULT_BODY_BUDGET = 256 * 1024 * 1024
 MULTIPART_OVERHEAD = 16 * 1024  # boundary lines and part headers around the file
-NOTICE = "Decision support only — not a diagnosis. A qualified clinician must review every image."
+NOTICE = DISCLAIMER
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
     "properties": {"file": {"type": "string", "format": "binary",

@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chestdx.notice import DISCLAIMER
+
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".dic", ".bmp", ".tif", ".tiff",
                               ".gif", ".webp"})
-DISCLAIMER_LINE = ("Decision support only - not a diagnosis. Probabilities are calibrated on out-of-fold or validation "
-                   "data; a finding is called only with the stated meaning of its threshold (column statements).")
+DISCLAIMER_LINE = (DISCLAIMER + " Probabilities are calibrated on out-of-fold or validation data; a finding is "
+                   "called only with the stated meaning of its threshold (column statements).")
 BASE_COLUMNS = ("path", "error", "quality", "quality_prob", "corrected", "ood_score", "ood_flag", "findings")
+
 
 
 @dataclass
