@@ -3,7 +3,7 @@
 Run: nice -n 10 .venv/bin/python bench/bench_predict_e2e.py [--arch efficientnet_lite0] [--threads 2]
      [--repeat 8] [--workers 2]
 Prints JSON. UNTRAINED weights (timing only). Three numbers on the same images:
-- model-only: ``OnnxPredictor.logits`` on pre-decoded uint8 batches (no I/O, no decoding);
+- model-only: ``Predictor.logits`` (ONNX backend) on pre-decoded uint8 batches (no I/O, no decoding);
 - sequential end-to-end: ``predictor.predict(paths)`` (decode, then model, one after the other);
 - pipelined end-to-end: ``chestdx.serve.distributed.predict_distributed(devices=1)`` (decoding in DataLoader
   worker processes overlapping the model; Lightning start-up and the CSV write included).

@@ -48,10 +48,10 @@ def _train_eval(name: str, preset: str, overrides: list[str], out: Path, split_c
 
     run = out / name
     t = time.perf_counter()
-    if (run / "checkpoints" / "last.ckpt").exists() and not (run / "model.pt").exists():
+    if (run / "config.yaml").exists() and not (run / "model.json").exists():
         fit({}, run, resume=True)  # an interrupted study run continues where it stopped
         _record_time(out, f"train {name}", time.perf_counter() - t, add=True)
-    elif not (reuse and (run / "model.pt").exists()):
+    elif not (reuse and (run / "model.json").exists()):
         sets = ["progress=false", *overrides] + ([f"data={data}"] if data else [])
         fit(load_config(preset, sets), run, split_csv=split_csv)
         _record_time(out, f"train {name}", time.perf_counter() - t)
@@ -138,10 +138,12 @@ def _auroc_table(results: dict[str, dict]) -> str:
 
 
 def _calibration_table(results: dict[str, dict]) -> str:
-    lines = ["| run | temperature (val) | test ECE raw | test ECE after temperature |", "|---|---|---|---|"]
+    lines = ["| run | calibrated on | test ECE raw | test ECE calibrated | median per-label ECE calibrated |",
+             "|---|---|---|---|---|"]
     for n, r in results.items():
         c = r["calibration"]
-        lines.append(f"| {n} | {r['temperature']:.2f} | {c['before']['ece']:.3f} | {c['after']['ece']:.3f} |")
+        lines.append(f"| {n} | {r.get('calibration_source')} | {c['before']['ece']:.3f} | {c['after']['ece']:.3f} | "
+                     f"{c['after'].get('median_per_label') or float('nan'):.3f} |")
     return "\n".join(lines)
 
 
@@ -228,7 +230,6 @@ def main() -> None:
 
 def _write_results(out, results, timings, compares, kmetrics, ksecs, cnn, best_cnn, loc, report, total) -> None:
     rel = lambda p: os.path.relpath(p, REPO)  # noqa: E731
-    first = next(iter(results.values()))
     k = kmetrics["labels"]["Pneumonia"]
     op = k["operating_point"]
     lines = [
@@ -251,7 +252,7 @@ def _write_results(out, results, timings, compares, kmetrics, ksecs, cnn, best_c
         "downloaded on this machine); the `seed` preset therefore freezes a *randomly initialized* stem + dense "
         "block 1 here, which handicaps it; ViT at 112 px. With ImageNet weights (users online, or "
         "`--set model.pretrained=/path`) the comparison would change; the commands are the same.",
-        "- Settings were fixed before any test evaluation; thresholds and temperature are chosen on validation; "
+        "- Settings were fixed before any test evaluation; calibration and thresholds are fitted on validation; "
         "the best CNN for localization is chosen on validation AUROC.",
         "",
         f"Fixed patient-grouped split: `{rel(out / 'nih_split.csv')}` (seed 0; patients with radiologist boxes "
@@ -266,18 +267,16 @@ def _write_results(out, results, timings, compares, kmetrics, ksecs, cnn, best_c
         "",
         "## NIH sample: validation AUROC (model selection only)",
         "",
-        f"Validation split: {first['n_val_images']} images of {first['n_val_patients']} patients. Per label for the "
+        "Validation split (train_summary.json of each run). Per label for the "
         "restored best epoch; no CIs (selection numbers, optimistic "
         "by construction: early stopping picked the epoch on them). Chance is 0.5.",
         "",
         _val_table(out, list(results)),
         "",
-        "## Calibration (temperature fitted on validation)",
+        "## Calibration (per label, fitted on validation)",
         "",
-        "ECE over all labels (equal-width bins). Temperature scaling divides the logits by one number: it can fix "
-        "over- or under-confidence, not the upward shift that the class-weighted loss (all presets here) puts into "
-        "every rare label's probability — so ECE barely moves. Use the validation-chosen thresholds for decisions; "
-        "treat raw probabilities as scores.",
+        "ECE over all labels (equal-width bins) on test, before and after the per-label calibration (Platt or "
+        "isotonic, chosen by cross-validated log-loss on the validation rows) written to calibration.json.",
         "",
         _calibration_table(results),
         "",

@@ -2,6 +2,6 @@
 
 Modules (imported on demand; this package itself imports nothing, so the torch-free ones stay torch-free):
 ``batch`` (``chestdx predict``), ``app`` + ``static/index.html`` (web app), ``uploads`` (in-memory multipart),
-``images`` (PNG encodings), ``server`` (uvicorn in a thread), ``onnx_export`` (torch) and ``onnx_predictor``
-(onnxruntime, no torch).
+``images`` (PNG encodings), ``guard`` (admission, origin checks), ``server`` (uvicorn in a thread), ``onnx_export``
+(torch), ``distributed`` (Lightning DDP batch prediction).
 """
