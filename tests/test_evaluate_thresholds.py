@@ -7,35 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from chestdx.evaluate.thresholds import choose_thresholds, operating_point, select_thresholds
+from chestdx.evaluate.thresholds import operating_point
 
 Y = np.array([0, 0, 0, 0, 1, 1, 1], dtype=float)
 P = np.array([0.1, 0.2, 0.3, 0.6, 0.5, 0.7, 0.8])
-
-
-def test_youden_on_toy_example():
-    # thresholds: 0.8 J=1/3, 0.7 J=2/3, 0.6 J=5/12, 0.5 J=3/4 (best), 0.3 J=1/2 ...
-    assert choose_thresholds(Y[:, None], P[:, None], ["A"]) == {"A": 0.5}
-    assert choose_thresholds(Y, P, ["A"]) == {"A": 0.5}  # 1-D input = one label
-    detail = select_thresholds(Y[:, None], P[:, None], ["A"])["A"]
-    assert detail["val_sensitivity"] == 1.0 and detail["val_specificity"] == 0.75
-    assert "3 positive" in detail["warning"]
-
-
-def test_sensitivity_target_takes_highest_threshold_reaching_it():
-    assert choose_thresholds(Y[:, None], P[:, None], ["A"], "sensitivity", 0.6) == {"A": 0.7}
-    assert choose_thresholds(Y[:, None], P[:, None], ["A"], "sensitivity", 0.9) == {"A": 0.5}
-
-
-def test_fallback_when_no_positives_and_nan_masked():
-    y = np.stack([Y, np.zeros(7)], 1)
-    y[0, 0] = np.nan
-    sel = select_thresholds(y, np.stack([P, P], 1), ["A", "B"])
-    assert sel["A"]["threshold"] == 0.5 and sel["A"]["reason"] is None
-    assert sel["B"]["threshold"] == 0.5 and sel["B"]["method"] == "fallback" and "0 positive" in sel["B"]["reason"]
-    json.dumps(sel, allow_nan=False)
-    with pytest.raises(ValueError, match="unknown threshold method"):
-        choose_thresholds(Y[:, None], P[:, None], ["A"], method="f1")
 
 
 def test_operating_point_counts_and_cis():

@@ -9,12 +9,11 @@ from chestdx.evaluate.calibration import apply_temperature, expected_calibration
 from chestdx.evaluate.compare import compare_predictions, delong_test, paired_bootstrap_diff
 from chestdx.evaluate.heldout import evaluate_heldout
 from chestdx.evaluate.metrics import label_metrics, multilabel_metrics
-from chestdx.evaluate.thresholds import choose_thresholds, operating_point, select_thresholds
+from chestdx.evaluate.thresholds import operating_point
 
 __all__ = [
     "apply_temperature",
     "bootstrap_indices",
-    "choose_thresholds",
     "compare_predictions",
     "delong_test",
     "evaluate_heldout",
@@ -24,5 +23,4 @@ __all__ = [
     "multilabel_metrics",
     "operating_point",
     "paired_bootstrap_diff",
-    "select_thresholds",
 ]

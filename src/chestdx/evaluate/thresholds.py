@@ -1,4 +1,4 @@
-"""Decision thresholds chosen on validation data, and operating-point metrics with patient-bootstrap CIs.
+"""Operating-point metrics at a threshold (sensitivity, specificity, PPV, NPV, F1) with patient-bootstrap CIs.
 
 Convention: a finding is called positive when ``p >= threshold`` (as in sklearn's ``roc_curve``).
 """
@@ -8,88 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_curve
 
 from chestdx.evaluate.bootstrap import group_codes, patient_counts, percentile_ci
 from chestdx.evaluate.metrics import _binary
 
-METHODS = ("youden", "sensitivity")
 RATES = ("sensitivity", "specificity", "ppv", "npv", "f1")
-
-
-def _pick(y: np.ndarray, p: np.ndarray, method: str, target_sensitivity: float) -> tuple[float, float, float]:
-    """(threshold, sensitivity, specificity) on this data for the method."""
-    fpr, tpr, thr = roc_curve(y, p, drop_intermediate=False)
-    fpr, tpr, thr = fpr[1:], tpr[1:], thr[1:]  # drop the "call nothing positive" point (thr = inf)
-    if method == "youden":
-        i = int(np.argmax(tpr - fpr))  # ties: the highest threshold (most specific)
-    else:
-        i = int(np.flatnonzero(tpr >= target_sensitivity - 1e-12)[0])  # highest threshold reaching target
-    return float(thr[i]), float(tpr[i]), float(1.0 - fpr[i])
-
-
-def select_thresholds(
-    y_val: np.ndarray,
-    p_val: np.ndarray,
-    labels: Sequence[str],
-    method: str = "youden",
-    target_sensitivity: float = 0.9,
-    fallback: float | None = 0.5,
-    min_pos: int = 5,
-) -> dict[str, dict]:
-    """Per label: threshold with method, validation sensitivity/specificity, and a fallback ``reason``.
-
-    ``youden`` maximizes sensitivity + specificity - 1; ``sensitivity`` takes the highest threshold
-    whose validation sensitivity is >= ``target_sensitivity``. Labels with no positive or no negative
-    validation image get ``fallback`` and a ``reason``; fewer than ``min_pos`` positives sets a
-    ``warning``. Use validation data only, never test data.
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown threshold method {method!r}; choose from {METHODS}")
-    y_val, p_val = np.asarray(y_val, dtype=np.float64), np.asarray(p_val, dtype=np.float64)
-    if y_val.ndim == 1:  # one label given as a vector
-        y_val, p_val = y_val[:, None], p_val.reshape(-1, 1)
-    y_val, p_val, known = _binary(y_val, p_val)
-    if y_val.shape[1] != len(labels):
-        raise ValueError(f"y_val has {y_val.shape[1]} columns for {len(labels)} labels")
-    out: dict[str, dict] = {}
-    for j, lab in enumerate(labels):
-        y, p = y_val[known[:, j], j], p_val[known[:, j], j]
-        n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
-        row = {
-            "threshold": fallback,
-            "method": method,
-            "reason": None,
-            "n_pos": n_pos,
-            "n_neg": n_neg,
-            "warning": None,
-            "val_sensitivity": None,
-            "val_specificity": None,
-        }
-        if n_pos == 0 or n_neg == 0:
-            row["method"] = "fallback"
-            row["reason"] = f"validation has {n_pos} positive / {n_neg} negative images; using {fallback}"
-        else:
-            if n_pos < min_pos:
-                row["warning"] = f"only {n_pos} positive validation images: threshold is unreliable"
-            row["threshold"], row["val_sensitivity"], row["val_specificity"] = _pick(y, p, method, target_sensitivity)
-        if method == "sensitivity":
-            row["target_sensitivity"] = float(target_sensitivity)
-        out[lab] = row
-    return out
-
-
-def choose_thresholds(
-    y_val: np.ndarray,
-    p_val: np.ndarray,
-    labels: Sequence[str],
-    method: str = "youden",
-    target_sensitivity: float = 0.9,
-    fallback: float | None = 0.5,
-) -> dict[str, float | None]:
-    """``{label: threshold}`` chosen on validation data (see ``select_thresholds`` for the reasons)."""
-    sel = select_thresholds(y_val, p_val, labels, method, target_sensitivity, fallback)
-    return {lab: row["threshold"] for lab, row in sel.items()}
 
 
 def _rates(tp: np.ndarray, fp: np.ndarray, tn: np.ndarray, fn: np.ndarray) -> dict[str, np.ndarray]:
