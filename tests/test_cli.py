@@ -154,3 +154,10 @@ def test_no_leftover_top_level_cli_modules():
 
     root = Path(chestdx.__file__).parent
     assert not any((root / f"{n}.py").exists() for n in ("cli", "cli_train", "cli_serve", "cli_report", "pipeline"))
+
+
+def test_the_cli_imports_without_torch():
+    """Command modules import their heavy dependencies inside the commands (ONNX predict runs torch-free)."""
+    code = "import sys; sys.modules['torch'] = None; from chestdx.cli import app; app(['presets'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -7,8 +7,10 @@ from pathlib import Path
 import typer
 
 from chestdx.cli._common import Exit, console, exit_for_counts, fail, user_errors
+from chestdx.train.config_schema import SplitSection
 
 PANEL = "Data"
+SPLIT_DEFAULTS = SplitSection()  # the same defaults as the config's split: section
 
 
 @user_errors
@@ -41,9 +43,9 @@ def index(data_dir: Path = typer.Argument(..., help="Dataset folder (or labels C
 @user_errors
 def split(index_csv: Path = typer.Argument(..., help="Index CSV from `chestdx index`."),
           out: Path = typer.Option(Path("split.csv"), "--out", "-o"),
-          seed: int = typer.Option(0, help="Random seed of the grouped split."),
-          val: float = typer.Option(0.1, help="Validation fraction."),
-          test: float = typer.Option(0.2, help="Test fraction (ignored with --official)."),
+          seed: int = typer.Option(SPLIT_DEFAULTS.seed, help="Random seed of the grouped split."),
+          val: float = typer.Option(SPLIT_DEFAULTS.val, help="Validation fraction."),
+          test: float = typer.Option(SPLIT_DEFAULTS.test, help="Test fraction (ignored with --official)."),
           official: bool = typer.Option(False, "--official", help="Test = the dataset's official test list."),
           boxes_to_test: Path | None = typer.Option(None, help="BBox CSV: put the patients of boxed images in test."),
           ) -> None:

@@ -320,8 +320,9 @@ def _format_errors(err: ValidationError) -> str:
             grouped[key].append(msg)
         inputs.setdefault(key, e.get("input"))
     parts = []
-    for key, msgs in grouped.items():
+    for key in grouped:
         got = inputs[key]
-        shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        parts.append(f"{key}: {' or '.join(msgs)}{shown}")
+        text = " or ".join(grouped[key])
+        shown = "" if isinstance(got, dict) or repr(got) in text else f" (got {got!r})"
+        parts.append(f"{key}: {text}{shown}")
     return "; ".join(parts)
