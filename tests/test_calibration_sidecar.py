@@ -95,6 +95,20 @@ def test_bad_prevalence_is_a_clear_error(run, prevalence, message):
         calibrate_run(run.path, prevalence=prevalence, n_boot=10)
 
 
+def test_config_defaults_and_prevalence_parsing(run):
+    from chestdx.evaluate.calibrate import parse_prevalence
+
+    run.config.write_text("calibration: {policy: 'specificity:0.9', min_positives: 50}\n")
+    side = calibrate_run(run.path, n_boot=20, plots=False)
+    assert side["policy"] == "specificity:0.90" and side["min_positives"] == 50
+    assert not side["labels"]["Effusion"]["callable"] or side["labels"]["Effusion"]["n_pos"] >= 50
+    assert calibrate_run(run.path, policy="balanced", n_boot=20, plots=False)["policy"] == "balanced"
+    assert parse_prevalence(["Effusion=0.02", "Hernia = 0.001"]) == {"Effusion": 0.02, "Hernia": 0.001}
+    for bad in ("Effusion", "Effusion=x", "=0.1"):
+        with pytest.raises(ValueError, match="Label=probability"):
+            parse_prevalence([bad])
+
+
 def test_calibration_reader_thresholds_statements_and_policies(run):
     side = calibrate_run(run.path, prevalence={"Effusion": 0.02}, n_boot=200)
     cal = Calibration.from_sidecar(run.read_calibration(), LABELS)

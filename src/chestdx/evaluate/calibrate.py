@@ -119,13 +119,43 @@ def _findings_per_image(entries: dict[str, dict], labels: list[str], y: np.ndarr
     return out
 
 
-def calibrate_run(run_dir: str | Path, policy: str = "balanced", prevalence: dict[str, float] | None = None,
-                  min_positives: int = DEFAULT_MIN_POSITIVES, n_boot: int = 1000, seed: int = 0,
+def parse_prevalence(items: list[str] | None) -> dict[str, float]:
+    """CLI ``--prevalence Effusion=0.02`` items -> {"Effusion": 0.02} (values checked by ``calibrate_run``)."""
+    out = {}
+    for item in items or []:
+        label, sep, value = item.partition("=")
+        try:
+            out[label.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not label.strip():
+            raise ValueError(f"--prevalence {item!r}: expected Label=probability, e.g. Effusion=0.02")
+    return out
+
+
+def config_defaults(run: RunDir) -> dict[str, Any]:
+    """The run config's ``calibration`` section (policy, min_positives), {} when absent."""
+    import yaml
+
+    if not run.config.is_file():
+        return {}
+    return dict((yaml.safe_load(run.config.read_text()) or {}).get("calibration") or {})
+
+
+def calibrate_run(run_dir: str | Path, policy: str | None = None, prevalence: dict[str, float] | None = None,
+                  min_positives: int | None = None, n_boot: int = 1000, seed: int = 0,
                   plots: bool = True) -> dict[str, Any]:
     """Fit calibration + operating points on ``RUN/oof.csv``, write ``RUN/calibration.json`` (and, with
-    ``plots``, ``RUN/plots/reliability.{png,json}``); returns the sidecar as written."""
+    ``plots``, ``RUN/plots/reliability.{png,json}``); returns the sidecar as written.
+
+    ``policy`` / ``min_positives`` default to the run config's ``calibration`` section, then to "balanced" / 10.
+    """
     run = RunDir(run_dir)
     labels = list(run.manifest()["labels"])
+    defaults = config_defaults(run)
+    policy = policy or defaults.get("policy") or "balanced"
+    min_positives = int(min_positives if min_positives is not None
+                        else defaults.get("min_positives", DEFAULT_MIN_POSITIVES))
     side, reliability = calibrate_oof(read_oof(run), labels, policy, prevalence, min_positives, n_boot, seed)
     run.write_calibration(side)
     if plots:

@@ -65,6 +65,6 @@ def plot_reliability(numbers: dict[str, dict], path: str | Path, source: str = "
                ylabel="observed frequency")
         ax.title.set_fontsize(9)
         ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"Reliability per label on {source} predictions ({N_BINS} bins)", fontsize=10)
+    fig.suptitle(f"Reliability per label: {source} ({N_BINS} bins; red: raw, blue: calibrated)", fontsize=10)
     data = {"source": source, "n_bins": N_BINS, "labels": numbers}
     return _save(fig, path, data)
