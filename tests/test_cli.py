@@ -41,7 +41,7 @@ def test_help_documents_the_exit_codes():
 def test_every_command_group_is_registered():
     names = {c.name or c.callback.__name__ for c in app.registered_commands}
     assert names == {"index", "split", "audit", "cache", "eda", "train", "demo", "evaluate", "compare", "presets",
-                     "explain", "localize", "report", "predict", "serve", "export"}
+                     "explain", "localize", "report", "predict", "serve", "export", "calibrate", "migrate", "adopt"}
 
 
 def test_usage_errors_exit_2():
@@ -118,9 +118,12 @@ def test_predict_exit_codes_follow_the_inputs(tiny_run, tmp_path):
     Image.fromarray(np.full((64, 64), 100, np.uint8)).save(good)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG broken")
-    ok = _run("predict", tiny_run, good, "--out", tmp_path / "a.csv", "--no-progress")
+    # a flat grey square is not a chest X-ray: the quality gate would refuse it (tested elsewhere); off here
+    ok = _run("predict", tiny_run, good, "--out", tmp_path / "a.csv", "--no-progress", "--no-quality-gate")
     assert ok.exit_code == Exit.OK, ok.output
-    some = _run("predict", tiny_run, good, bad, "--out", tmp_path / "b.csv", "--no-progress")
+    some = _run("predict", tiny_run, good, bad, "--out", tmp_path / "b.csv", "--no-progress", "--no-quality-gate")
+    refused = _run("predict", tiny_run, good, "--out", tmp_path / "r.csv", "--no-progress")
+    assert refused.exit_code == Exit.NONE_OK and "refused by the quality gate" in " ".join(refused.output.split())
     assert some.exit_code == Exit.PARTIAL and (tmp_path / "b.csv").is_file()
     none = _run("predict", tiny_run, bad, "--out", tmp_path / "c.csv", "--no-progress")
     assert none.exit_code == Exit.NONE_OK and "error: none of the 1 inputs" in none.stderr

@@ -159,7 +159,7 @@ def client(tiny_run: Path) -> TestClient:
     from chestdx.inference import Predictor
     from chestdx.serve.app import create_app
 
-    app = create_app(Predictor.from_run(tiny_run), max_upload_bytes=64 * 1024, max_heatmaps=2)
+    app = create_app(Predictor.from_run(tiny_run, gate=None), max_upload_bytes=64 * 1024, max_heatmaps=2)
     return TestClient(app, base_url="http://localhost")  # server exceptions are raised into the test
 
 

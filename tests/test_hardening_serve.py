@@ -223,7 +223,7 @@ def _live_tensors() -> int:
 def test_heatmap_requests_leak_no_tensors(tiny_run: Path) -> None:
     from chestdx.inference import Predictor
 
-    predictor = Predictor.from_run(tiny_run)
+    predictor = Predictor.from_run(tiny_run, gate=None)
     client = TestClient(create_app(predictor), base_url="http://localhost")
     data = _png(96)
     for _ in range(3):  # warm-up

@@ -27,7 +27,9 @@ LIMIT = 400_000
 
 @pytest.fixture(scope="module")
 def predictor(tiny_run: Path) -> Predictor:
-    return Predictor.from_run(tiny_run)
+    """The phantom model without the quality gate: its synthetic images are not chest X-rays, and the gate
+    (tested below and in test_quality_gate.py) would refuse them."""
+    return Predictor.from_run(tiny_run, gate=None)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +100,16 @@ def test_dicom_and_colour_photo(client: TestClient) -> None:
     Image.fromarray(photo).save(buf, format="JPEG")
     res = _post(client, buf.getvalue(), "holiday.jpg").json()
     assert res["ood"]["flag"] and "colour" in res["ood"]["warning"]
+
+
+def test_quality_gate_refuses_a_photo_with_the_reason(tiny_run: Path) -> None:
+    gated = TestClient(create_app(Predictor.from_run(tiny_run), max_upload_bytes=LIMIT), base_url="http://localhost")
+    photo = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="JPEG")
+    r = _post(gated, buf.getvalue(), "holiday.jpg")
+    assert r.status_code == 422 and "refused by the quality gate" in r.json()["detail"]
+    assert gated.get("/api/model").json()["quality_gate"]["classes"][-1] == "not_cxr"
 
 
 def test_refusals(client: TestClient) -> None:

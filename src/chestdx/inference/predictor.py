@@ -173,7 +173,7 @@ class Predictor:
         res = self.gate.assess(img)
         pred.quality, pred.quality_prob = res.verdict, float(res.prob)
         if res.action == "refused":
-            raise QualityRefused(pred.source, f"{res.note or res.verdict} (p={res.prob:.2f})")
+            raise QualityRefused(pred.source, res.note or f"{res.verdict} (p={res.prob:.2f})")
         if res.action == "corrected":
             pred.corrected = res.note or f"{res.corrected}; corrected"
             return self.gate.correct(img, res)

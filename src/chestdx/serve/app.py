@@ -82,7 +82,7 @@ def create_app(run_dir_or_predictor: Any, max_upload_bytes: int = DEFAULT_MAX_UP
     beyond that: 503 with Retry-After. ``max_heatmaps`` caps the Grad-CAMs of one request.
     """
     predictor = _load_predictor(run_dir_or_predictor)
-    can_explain = bool(getattr(predictor, "can_explain", False))
+    can_explain = bool(getattr(predictor, "can_explain", hasattr(predictor, "heatmaps")))
     max_heatmaps = max(0, int(max_heatmaps))
     admission = Admission(max_workers, max_queue, queue_timeout_s, max(max_pending_bytes, 1))
     hosts = list(DEFAULT_ALLOWED_HOSTS if allowed_hosts is None else allowed_hosts)
