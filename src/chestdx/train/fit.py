@@ -282,12 +282,12 @@ def fit(config: dict[str, Any], out_dir: str | Path, split_csv: str | Path | Non
             continue
         train_fold(config, data, run, fold, k, resume, split_of)
     if is_zero:
-        write_run(run, data, k, time.perf_counter() - start)
+        write_run(run, data, k, time.perf_counter() - start, config)
         log.info("%d member(s) -> %s", k, run.path)
     return run.path
 
 
-def write_run(run: RunDir, data: PreparedData, k: int, seconds: float) -> None:
+def write_run(run: RunDir, data: PreparedData, k: int, seconds: float, config: dict[str, Any]) -> None:
     """After the last fold: ``oof.csv``, ``train_summary.json`` and the manifest (written last: its presence
     marks a complete run dir)."""
     from chestdx.labels import label_column
@@ -311,6 +311,7 @@ def write_run(run: RunDir, data: PreparedData, k: int, seconds: float) -> None:
         "n_images": {str(s): int(n) for s, n in data.table["split"].value_counts().items()},
         "n_unreadable": len(data.report.failures),
         "per_fold": [{key: v for key, v in f.items() if key not in ("member", "model_info")} for f in folds],
+        "devices": config["devices"], "strategy": config["strategy"], "precision": _precision(config),
     }
     if k == 1:  # the single split's numbers at the top, as before K-fold training existed
         summary.update({key: folds[0][key] for key in ("best_val_macro_auroc", "best_epoch", "val_auroc_per_label",
