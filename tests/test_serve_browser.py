@@ -70,7 +70,7 @@ def test_browser_upload_flow(tiny_run: Path, nih_sample: Path, tmp_path: Path) -
 
             page.set_input_files("#file-input", str(xray))
             expect(page.locator("#result")).to_be_visible(timeout=60_000)
-            rows = page.locator("#findings-table tbody tr")
+            rows = page.locator("#findings-table tbody tr:not(.statement)")
             expect(rows.first).to_be_visible()
             assert rows.count() == len(page.evaluate("fetch('/api/model').then(r => r.json()).then(m => m.labels)"))
             assert page.locator("#preview").evaluate("img => img.naturalWidth") > 0
@@ -91,10 +91,13 @@ def test_browser_upload_flow(tiny_run: Path, nih_sample: Path, tmp_path: Path) -
             expect(page.locator("#disclaimer")).to_be_visible()
             page.screenshot(path=str(shot), full_page=True)
 
+            expect(page.locator("#quality")).to_contain_text("Input check")  # the gate's verdict, shown first
+
             page.set_input_files("#file-input", str(photo))
-            expect(page.locator("#ood-warning")).to_be_visible(timeout=60_000)
-            expect(page.locator("#ood-warning")).to_contain_text("may not be a frontal chest X-ray")
-            page.screenshot(path=str(tmp_path / "ood.png"), full_page=True)
+            expect(page.locator("#error")).to_be_visible(timeout=60_000)
+            expect(page.locator("#error")).to_contain_text("refused by the quality gate")
+            expect(page.locator("#result")).to_be_hidden()
+            page.screenshot(path=str(tmp_path / "refused.png"), full_page=True)
 
             page.set_input_files("#file-input", str(notes))
             expect(page.locator("#error")).to_be_visible(timeout=30_000)
