@@ -167,6 +167,7 @@ def assess(score: float | None, reasons: Sequence[str]) -> OODResult:
     flag = bool(why)
     warning = None
     if flag:
-        warning = ("This may not be a frontal chest X-ray like the training images: " + "; ".join(why)
-                   + ". The probabilities below are unreliable for it.")
+        warning = ("Unlike this model's training images (" + "; ".join(why)
+                   + "): the probabilities may be less reliable for it. Information only; the input check above "
+                   "decides whether the image is a usable chest X-ray.")
     return OODResult(score=None if score is None else float(score), flag=flag, reasons=why, warning=warning)
