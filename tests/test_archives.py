@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chestdx.data.archives import member_path, split_member_path
 from chestdx.data.cache import PixelCache
 from chestdx.data.index import IndexReport
 from chestdx.data.pipeline import cache_table
 from chestdx.data.readers import build_index
+from chestdx.io.archive_member import member_path, split_member_path
 
 pytestmark = pytest.mark.data
 SIZE = 64
@@ -166,3 +166,21 @@ def test_kill_9_mid_archive_resumes_to_the_same_cache(dataset: dict, tmp_path: P
     got = _by_id(cache, df)
     assert all(np.array_equal(v, dataset["folder"][k]) for k, v in got.items())
     assert cache.pixels.shape[0] == len(df)  # no slot wasted by the kill
+
+
+def test_any_reader_opens_an_archive_member(tmp_path: Path, nih_sample: Path) -> None:
+    """Explain, the report gallery and predict read index rows through chestdx.io: members open directly."""
+    import tarfile
+
+    import pytest
+
+    from chestdx.io import ImageReadError, read_image
+
+    src = sorted((nih_sample / "images").glob("*.png"))[0]
+    archive = tmp_path / "images_001.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname=f"images/{src.name}")
+    got = read_image(member_path(archive, f"images/{src.name}"))
+    assert np.array_equal(got, read_image(src))
+    with pytest.raises(ImageReadError, match="no such member"):
+        read_image(member_path(archive, "images/absent.png"))

@@ -22,30 +22,12 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from chestdx.io.archive_member import MEMBER_SEP, is_archive, member_path
+
 log = logging.getLogger(__name__)
 
-MEMBER_SEP = "::"
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 #: What a damaged archive raises while being streamed.
 ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
-
-
-def is_archive(path: str | os.PathLike[str]) -> bool:
-    """True for a ``.tar.gz`` / ``.tgz`` / ``.tar`` file name."""
-    return str(path).lower().endswith(ARCHIVE_SUFFIXES)
-
-
-def member_path(archive: str | os.PathLike[str], member: str) -> str:
-    """Index path of ``member`` inside ``archive``: ``<abs archive>::<member>``."""
-    return f"{os.path.abspath(archive)}{MEMBER_SEP}{member}"
-
-
-def split_member_path(path: str) -> tuple[str, str] | None:
-    """``(archive, member)`` for an archive member path, else None (a plain file path)."""
-    archive, sep, member = str(path).partition(MEMBER_SEP)
-    if not sep or not member or not is_archive(archive):
-        return None
-    return archive, member
 
 
 def find_archives(folder: str | os.PathLike[str]) -> list[Path]:

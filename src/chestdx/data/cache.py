@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from chestdx.data.archives import iter_members, split_member_path
+from chestdx.data.archives import iter_members
 from chestdx.data.decoding import DecodeItem, decoded_in_order, default_workers
+from chestdx.io.archive_member import split_member_path
 
 log = logging.getLogger(__name__)
 

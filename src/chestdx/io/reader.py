@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import tarfile
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from chestdx.io import limits
+from chestdx.io.archive_member import read_member, split_member_path
 from chestdx.io.dicom import check_dataset, decode_dicom, read_dataset
 from chestdx.io.errors import ImageReadError
 from chestdx.io.raster import decode_raster, open_header
@@ -68,6 +70,14 @@ def probe_image(path: PathType) -> ImageInfo:
 def read_bytes(path: PathType) -> bytes:
     """Read a whole file with clear ImageReadError messages (missing, directory, empty, too big)."""
     name = str(path)
+    member = split_member_path(name)
+    if member is not None:
+        try:
+            return read_member(*member, max_bytes=limits.MAX_FILE_BYTES)
+        except KeyError as exc:
+            raise ImageReadError(name, "no such member in the archive") from exc
+        except (OSError, EOFError, tarfile.TarError, ValueError) as exc:
+            raise ImageReadError(name, f"cannot read the archive member: {exc}") from exc
     try:
         size = os.stat(path).st_size
         if Path(path).is_dir():

@@ -82,7 +82,7 @@ def _safe_stem(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem)[:80] or "image"
 
 
-def _row(pred: Any, labels: Sequence[str]) -> dict[str, Any]:
+def prediction_row(pred: Any, labels: Sequence[str]) -> dict[str, Any]:
     ok = not pred.error
     row: dict[str, Any] = {"path": pred.source, "error": pred.error or "", "quality": pred.quality or "",
                            "quality_prob": pred.quality_prob, "corrected": pred.corrected or "",
@@ -112,7 +112,7 @@ def predict_paths(predictor: Any, paths: Sequence[str | Path], batch_size: int =
         preds = predictor.predict(chunk, batch_size=batch_size, heatmaps=True) if want_maps else \
             predictor.predict(chunk, batch_size=batch_size)
         for k, pred in enumerate(preds):
-            row = _row(pred, result.labels)
+            row = prediction_row(pred, result.labels)
             if want_maps and not pred.error and pred.heatmaps:
                 row["heatmaps"] = ";".join(_save_maps(predictor, pred, Path(heatmaps_dir), i + k, method))
             result.rows.append(row)

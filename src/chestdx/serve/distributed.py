@@ -128,7 +128,7 @@ def _module(spec: PredictSpec):
                                                prefetch_factor=2 if spec.num_workers else None)
 
         def predict_step(self, batch: list, batch_idx: int) -> int:
-            from chestdx.serve.batch import _row
+            from chestdx.serve.batch import prediction_row
 
             ok = [(i, img) for i, img, _ in batch if img is not None]
             preds = {}
@@ -142,7 +142,7 @@ def _module(spec: PredictSpec):
             with open(self.part, "a") as fh:
                 for i, _, _ in batch:
                     preds[i].source = spec.paths[i]
-                    fh.write(json.dumps({"_index": i, **_row(preds[i], self.predictor.labels)}) + "\n")
+                    fh.write(json.dumps({"_index": i, **prediction_row(preds[i], self.predictor.labels)}) + "\n")
             return len(batch)  # rows live in the part file (return_predictions=False keeps memory flat)
 
         def on_predict_end(self) -> None:
