@@ -49,6 +49,9 @@ def decode_raster(data: bytes, name: str, fmt: str, max_pixels: int | None = Non
                     pass
             k = limits.reduce_factor(out.width, out.height, max_side)  # what draft left to do
             small = reduce_image(out, k) if k > 1 else out
+            if small is not out:  # free the full-size pixels before the float conversion
+                out.close()
+                im.close()
             if stats is not None:
                 stats.update(width=stored[0], height=stored[1], colour_spread=colour_spread(small),
                              reduced_by=round(max(stored) / max(small.size), 3))
@@ -81,7 +84,11 @@ _REDUCIBLE = frozenset({"L", "LA", "I", "F", "RGB", "RGBA", "RGBX", "CMYK", "YCb
 
 def reduce_image(im: Image.Image, k: int) -> Image.Image:
     """Box-average ``im`` by the integer factor ``k`` (Pillow's ``reduce``) in a mode where averaging is
-    meaningful: palette and 1-bit images are expanded first, 16-bit grayscale goes through mode "I"."""
+    meaningful: alpha dropped (band by band), palette and 1-bit images expanded, 16-bit grayscale via mode "I"."""
+    if im.mode in ("RGBA", "LA"):
+        # alpha is dropped anyway (to_gray01); Pillow would premultiply it first in a full-size copy (+4 B/px)
+        bands = [im.getchannel(b).reduce(int(k)) for b in im.mode[:-1]]
+        return bands[0] if len(bands) == 1 else Image.merge("RGB", bands)
     if im.mode not in _REDUCIBLE:
         if im.mode == "1":
             im = im.convert("L")
@@ -132,7 +139,7 @@ def to_gray01(im: Image.Image) -> np.ndarray:
         arr = np.asarray(im, dtype=np.float64)
         out = arr if arr.size and np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1 else _minmax(arr)
     else:  # RGB, RGBA, P, PA, CMYK, YCbCr, ... -> RGB (alpha dropped, not composited) -> luma
-        rgb = np.asarray(im.convert("RGB"))  # uint8; channels summed one at a time (no float RGB copy)
+        rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))  # uint8; summed channel by channel
         out = rgb[..., 0] * LUMA[0]
         out += rgb[..., 1] * LUMA[1]
         out += rgb[..., 2] * LUMA[2]
