@@ -75,14 +75,18 @@ class ServerProcess:
 
 def serve(port: int, arch: str, size: int, threads: int, app_kwargs: dict) -> None:
     """Child process: untrained predictor + create_app under uvicorn on 127.0.0.1:port."""
+    import tempfile
+
     import torch
     import uvicorn
 
-    from bench_inference import _untrained_predictor
+    import chestdx
+    from bench_inference import _untrained_run
     from chestdx.serve.app import create_app
 
     torch.set_num_threads(threads)
-    app = create_app(_untrained_predictor(arch, size), **app_kwargs)
+    run = _untrained_run(arch, size, tempfile.mkdtemp(prefix="chestdx-bench-"))
+    app = create_app(chestdx.load(run), **app_kwargs)  # with the quality gate, as served
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

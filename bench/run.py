@@ -53,6 +53,11 @@ BENCHES: list[tuple[str, str, list[str], str]] = [
      "needs the study's default run (python scripts/study.py); non-CXR = positive class"),
     ("explain", "Saliency cost per image on CPU (224 px)", ["bench/bench_explain.py", "time"],
      "Grad-CAM vs Grad-CAM++ vs SmoothGrad"),
+    ("serve", "Hardening: server memory over 1,000 sequential uploads with heatmaps",
+     ["bench/bench_serve_memory.py"], "target: RSS growth after warm-up <= 50 MB"),
+    ("serve", "Hardening: decompression-bomb-sized uploads and 50 concurrent CXR uploads",
+     ["bench/bench_serve_load.py"],
+     "targets: peak RSS <= 1.5 GB at the default limits, every request answered 200/413/422/503, healthy after"),
 ]
 
 

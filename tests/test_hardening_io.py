@@ -147,3 +147,23 @@ def test_oversized_image_refused_naming_the_file(tmp_path: Path) -> None:
     path.write_bytes(_png(np.zeros((10, 10), np.uint8)))
     with pytest.raises(ImageReadError, match=r"huge\.png.*10x10 = 0\.0001 MP, above the 5e-05 MP limit"):
         read_image(path, max_pixels=50)
+
+
+def test_stats_report_stored_size_and_the_ood_colour_spread() -> None:
+    from chestdx.inference.ood import colour_spread as ood_colour_spread
+
+    rng = np.random.default_rng(0)
+    photo = (rng.random((300, 420, 3)) * 255).astype(np.uint8)
+    for data in (_png(photo), _png((_smooth(300, 420) * 255).astype(np.uint8))):
+        stats: dict = {}
+        decode_image_bytes(data, "x.png", stats=stats, max_side=100)
+        assert (stats["width"], stats["height"], stats["reduced_by"]) == (420, 300, 4.0)
+        full: dict = {}
+        decode_image_bytes(data, "x.png", stats=full)
+        assert full["colour_spread"] == pytest.approx(ood_colour_spread(data), abs=1e-9)
+    smooth_photo = (np.stack([_smooth(300, 420), _smooth(420, 300).T, 1 - _smooth(300, 420)], -1) * 255)
+    data = _png(smooth_photo.astype(np.uint8))
+    stats = {}
+    decode_image_bytes(data, "x.png", stats=stats, max_side=100)  # measured on the reduced pixels
+    assert stats["colour_spread"] > 0.2
+    assert stats["colour_spread"] == pytest.approx(ood_colour_spread(data), abs=0.02)

@@ -233,3 +233,13 @@ def test_heatmap_requests_leak_no_tensors(tiny_run: Path) -> None:
         r = _post(client, data, heatmaps="auto", preview="false")
         assert r.status_code == 200 and r.json()["heatmaps"]
     assert _live_tensors() - before <= 2  # was +5 per call before the fix
+
+
+def test_tune_allocator_applies_on_glibc() -> None:
+    import platform
+
+    from chestdx.serve.server import tune_allocator
+
+    applied = tune_allocator()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied

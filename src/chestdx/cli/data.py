@@ -100,6 +100,8 @@ def cache(split_csv: Path = typer.Argument(..., help="Index or split CSV."),
           root: Path | None = typer.Option(None, help="Cache folder (default $CHESTDX_CACHE or ~/.cache/chestdx)."),
           strict: bool = typer.Option(False, help="Fail on the first unreadable image instead of skipping it."),
           bad_files: Path | None = typer.Option(None, help="Write the skipped files and reasons to this CSV."),
+          workers: int | None = typer.Option(None, help="Decoding processes (default: all usable CPUs; 1 = in "
+                                                        "this process). NIH .tar.gz archives stream once each."),
           ) -> None:
     """Decode every image once into the memory-mapped cache (resumable; reused while files are unchanged).
 
@@ -112,7 +114,7 @@ def cache(split_csv: Path = typer.Argument(..., help="Index or split CSV."),
     from chestdx.data.index import read_table
     from chestdx.data.pipeline import cache_table, write_bad_files
 
-    store, _, report = cache_table(read_table(split_csv), size, root, strict=strict)
+    store, _, report = cache_table(read_table(split_csv), size, root, strict=strict, workers=workers)
     console.print(f"cache {store.dir}: {report.decoded} decoded, {report.reused} reused, "
                   f"{len(report.failures)} unreadable")
     for _path, reason in report.failures:

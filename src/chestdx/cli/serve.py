@@ -129,8 +129,15 @@ def serve(run_dir: Path = typer.Argument(..., help="Run directory (or an exporte
 
     from chestdx.serve.app import create_app
 
+    hosts = list(allowed_host) or None
+    if hosts is None and host not in ("127.0.0.1", "localhost", "::1"):
+        from chestdx.serve.guard import DEFAULT_ALLOWED_HOSTS
+
+        hosts = [*DEFAULT_ALLOWED_HOSTS, host]  # requests addressed to the bound interface
+        console.print(f"[yellow]note:[/yellow] serving on {host}: Host headers other than {', '.join(hosts)} get 400 "
+                      "(add names with --allowed-host); put TLS and authentication in a reverse proxy")
     app = create_app(_predictor(run_dir, threads, trust_run, policy), max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                     max_heatmaps=max_heatmaps, allowed_hosts=allowed_host or None, allowed_origins=allowed_origin,
+                     max_heatmaps=max_heatmaps, allowed_hosts=hosts, allowed_origins=allowed_origin,
                      max_workers=max_workers, max_queue=max_queue)
     console.print(f"chestdx serving {run_dir} on http://{host}:{port}/  (API docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)

@@ -160,14 +160,15 @@ class Predictor:
 
     def _prepare(self, item: str | Path | np.ndarray | bytes, pred: Prediction, name: str | None = None) -> np.ndarray:
         """Decode, image statistics, then the quality gate: refuse (raises) or correct (and say so)."""
-        from chestdx.inference.ood import colour_spread, image_checks
+        from chestdx.inference.ood import image_checks
 
+        stats: dict[str, Any] = {}
         if isinstance(item, np.ndarray):
-            img, spread = item, None
+            img = item
         else:
             data = item if isinstance(item, bytes) else read_bytes(item)
-            img, spread = decode_image_bytes(data, name or str(item)), colour_spread(data)
-        pred.ood_reasons = image_checks(img, spread)
+            img = decode_image_bytes(data, name or str(item), stats=stats)  # one decode: the colour check rides along
+        pred.ood_reasons = image_checks(img, stats.get("colour_spread"))
         if self.gate is None:
             return img
         res = self.gate.assess(img)

@@ -33,11 +33,15 @@ def read_dataset(data: bytes, name: str, force: bool = False, stop_before_pixels
 
 
 def decode_dicom(data: bytes, name: str, force: bool = False, max_pixels: int | None = None,
-                 max_side: int | None = None) -> np.ndarray:
-    """Decode a single-frame DICOM image; every failure is an :class:`ImageReadError`."""
+                 max_side: int | None = None, stats: dict | None = None) -> np.ndarray:
+    """Decode a single-frame DICOM image; every failure is an :class:`ImageReadError`. ``stats`` (optional
+    dict) receives ``width``/``height`` (stored size), ``reduced_by`` and ``colour_spread`` (None: not measured)."""
     ds = read_dataset(data, name, force=force)
     check_dataset(ds, name, forced=force, max_pixels=max_pixels)
     k = limits.reduce_factor(_int(ds.get("Columns", 0), 0), _int(ds.get("Rows", 0), 0), max_side)
+    if stats is not None:
+        stats.update(width=_int(ds.get("Columns", 0), 0), height=_int(ds.get("Rows", 0), 0), reduced_by=k,
+                     colour_spread=None)
     _ensure_transfer_syntax(ds)
     try:
         raw = ds.pixel_array

@@ -20,10 +20,11 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib
 
 
 def decode_raster(data: bytes, name: str, fmt: str, max_pixels: int | None = None,
-                  max_side: int | None = None) -> np.ndarray:
+                  max_side: int | None = None, stats: dict | None = None) -> np.ndarray:
     """Decode PNG/JPEG/other Pillow bytes; every failure is an :class:`ImageReadError`.
 
     Images far larger than ``max_side`` (see :func:`chestdx.io.limits.reduce_factor`) are decoded reduced.
+    ``stats`` (optional dict) receives ``width``/``height`` (stored size), ``reduced_by`` and ``colour_spread``.
     """
     if fmt == "PNG":
         _check_png_structure(data, name)
@@ -35,6 +36,7 @@ def decode_raster(data: bytes, name: str, fmt: str, max_pixels: int | None = Non
         if reason:
             raise ImageReadError(name, reason)
         k = limits.reduce_factor(im.width, im.height, max_side)
+        stored = (im.width, im.height)
         try:
             if fmt == "JPEG" and k > 1:  # libjpeg's DCT scaling (1/2, 1/4, 1/8): never decodes full size
                 im.draft(im.mode, (max(1, im.width // k), max(1, im.height // k)))
@@ -46,7 +48,14 @@ def decode_raster(data: bytes, name: str, fmt: str, max_pixels: int | None = Non
                 except _DECODE_ERRORS:  # unreadable orientation metadata: keep the pixels as stored
                     pass
             k = limits.reduce_factor(out.width, out.height, max_side)  # what draft left to do
-            return to_gray01(reduce_image(out, k) if k > 1 else out)
+            small = reduce_image(out, k) if k > 1 else out
+            if small is not out:  # free the full-size pixels before the float conversion
+                out.close()
+                im.close()
+            if stats is not None:
+                stats.update(width=stored[0], height=stored[1], colour_spread=colour_spread(small),
+                             reduced_by=round(max(stored) / max(small.size), 3))
+            return to_gray01(small)
         except ImageReadError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -59,12 +68,27 @@ def decode_raster(data: bytes, name: str, fmt: str, max_pixels: int | None = Non
         im.close()
 
 
+def colour_spread(im: Image.Image, side: int = 256) -> float:
+    """Mean over pixels of (max - min) across R, G, B in [0, 1] on a <= ``side`` px thumbnail; 0 for grayscale
+    modes (the same quantity as ``chestdx.inference.ood.colour_spread``, without decoding the bytes again)."""
+    if im.mode in ("L", "LA", "1", "I", "F") or im.mode.startswith("I;16"):
+        return 0.0
+    rgb = im.convert("RGB")
+    rgb.thumbnail((side, side))
+    a = np.asarray(rgb, dtype=np.int16)
+    return float((a.max(axis=2) - a.min(axis=2)).mean() / 255.0)
+
+
 _REDUCIBLE = frozenset({"L", "LA", "I", "F", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
 
 
 def reduce_image(im: Image.Image, k: int) -> Image.Image:
     """Box-average ``im`` by the integer factor ``k`` (Pillow's ``reduce``) in a mode where averaging is
-    meaningful: palette and 1-bit images are expanded first, 16-bit grayscale goes through mode "I"."""
+    meaningful: alpha dropped (band by band), palette and 1-bit images expanded, 16-bit grayscale via mode "I"."""
+    if im.mode in ("RGBA", "LA"):
+        # alpha is dropped anyway (to_gray01); Pillow would premultiply it first in a full-size copy (+4 B/px)
+        bands = [im.getchannel(b).reduce(int(k)) for b in im.mode[:-1]]
+        return bands[0] if len(bands) == 1 else Image.merge("RGB", bands)
     if im.mode not in _REDUCIBLE:
         if im.mode == "1":
             im = im.convert("L")
@@ -115,7 +139,7 @@ def to_gray01(im: Image.Image) -> np.ndarray:
         arr = np.asarray(im, dtype=np.float64)
         out = arr if arr.size and np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1 else _minmax(arr)
     else:  # RGB, RGBA, P, PA, CMYK, YCbCr, ... -> RGB (alpha dropped, not composited) -> luma
-        rgb = np.asarray(im.convert("RGB"))  # uint8; channels summed one at a time (no float RGB copy)
+        rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))  # uint8; summed channel by channel
         out = rgb[..., 0] * LUMA[0]
         out += rgb[..., 1] * LUMA[1]
         out += rgb[..., 2] * LUMA[2]

@@ -27,19 +27,22 @@ def read_image(path: PathType, *, max_pixels: int | None = None, max_side: int |
 
 
 def decode_image_bytes(data: bytes, name: str, *, max_pixels: int | None = None,
-                       max_side: int | None = None) -> np.ndarray:
+                       max_side: int | None = None, stats: dict | None = None) -> np.ndarray:
     """Decode an image held in memory (no disk access); ``name`` is used in messages and as a hint.
 
     Images above ``max_pixels`` (default ``limits.MAX_PIXELS``) are refused from the header; images whose longest
     side is >= 2x ``max_side`` (default ``limits.DECODE_MAX_SIDE``; 0 = full size) come back reduced by an integer
-    factor, their longest side still >= ``max_side``. Always float32 (H, W) in [0, 1].
+    factor, their longest side still >= ``max_side``. Always float32 (H, W) in [0, 1]. ``stats`` (optional dict)
+    receives ``width``/``height`` as stored, ``reduced_by`` and ``colour_spread`` (the OOD colour check's value,
+    measured on the decoded pixels: no second decode; None for DICOM).
     """
     if not isinstance(data, bytes):
         data = bytes(data)  # bytearray / memoryview from web frameworks
     fmt = _format_or_raise(data, name)
     if fmt in ("DICOM", "DICOM-RAW"):
-        return decode_dicom(data, name, force=fmt == "DICOM-RAW", max_pixels=max_pixels, max_side=max_side)
-    return decode_raster(data, name, fmt, max_pixels=max_pixels, max_side=max_side)
+        return decode_dicom(data, name, force=fmt == "DICOM-RAW", max_pixels=max_pixels, max_side=max_side,
+                            stats=stats)
+    return decode_raster(data, name, fmt, max_pixels=max_pixels, max_side=max_side, stats=stats)
 
 
 @dataclass(frozen=True)

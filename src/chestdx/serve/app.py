@@ -16,14 +16,16 @@ unknown labels 422, duplicates ignored), and the decoder's pixel limit (``chestd
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -72,19 +74,28 @@ def create_app(run_dir_or_predictor: Any, max_upload_bytes: int = DEFAULT_MAX_UP
                heatmap_method: str = "gradcam", max_heatmaps: int = DEFAULT_MAX_HEATMAPS, *,
                allowed_hosts: Sequence[str] | None = None, allowed_origins: Sequence[str] = (),
                max_workers: int = DEFAULT_MAX_WORKERS, max_queue: int = DEFAULT_MAX_QUEUE,
-               queue_timeout_s: float = 60.0, max_pending_bytes: int = DEFAULT_BODY_BUDGET) -> FastAPI:
+               queue_timeout_s: float = 60.0, max_pending_bytes: int = DEFAULT_BODY_BUDGET,
+               tune_allocator: bool = True) -> FastAPI:
     """App over a run dir, an ``.onnx`` export (no heatmaps) or a ``Predictor``.
 
     ``allowed_hosts``: Host header values served (default localhost, 127.0.0.1, [::1]; ``["*"]`` = any).
     ``allowed_origins``: other web origins (``https://viewer.example.org``) allowed to POST and read answers
     (CORS enabled for exactly these; off when empty). ``max_workers`` uploads are processed at once and
     ``max_queue`` more may wait up to ``queue_timeout_s`` while the bodies held stay under ``max_pending_bytes``;
-    beyond that: 503 with Retry-After. ``max_heatmaps`` caps the Grad-CAMs of one request.
+    beyond that: 503 with Retry-After. ``max_heatmaps`` caps the Grad-CAMs of one request. ``tune_allocator``
+    applies :func:`chestdx.serve.server.tune_allocator` (process-wide glibc malloc settings that keep RSS flat).
     """
+    if tune_allocator:
+        from chestdx.serve.server import tune_allocator as _tune
+
+        _tune()
     predictor = _load_predictor(run_dir_or_predictor)
     can_explain = bool(getattr(predictor, "can_explain", hasattr(predictor, "heatmaps")))
     max_heatmaps = max(0, int(max_heatmaps))
     admission = Admission(max_workers, max_queue, queue_timeout_s, max(max_pending_bytes, 1))
+    # The same max_workers threads do every decode / prediction / heatmap (not the event loop's 40-thread pool):
+    # fewer per-thread malloc arenas, so the heap does not fragment across dozens of threads under load.
+    workers = ThreadPoolExecutor(max_workers=admission.workers, thread_name_prefix="chestdx-upload")
     hosts = list(DEFAULT_ALLOWED_HOSTS if allowed_hosts is None else allowed_hosts)
     origins = list(allowed_origins)
     page = resources.files("chestdx.serve").joinpath("static/index.html").read_text(encoding="utf-8")
@@ -182,8 +193,9 @@ def create_app(run_dir_or_predictor: Any, max_upload_bytes: int = DEFAULT_MAX_UP
             return _error(415, "unsupported file type: this is not a PNG, JPEG or DICOM image")
         async with admission.slot():
             try:
-                return await run_in_threadpool(_predict_one, predictor, data, name, spec, preview,
-                                               heatmap_method, max_heatmaps)
+                job = functools.partial(_predict_one, predictor, data, name, spec, preview, heatmap_method,
+                                        max_heatmaps)
+                return await asyncio.get_running_loop().run_in_executor(workers, job)
             except QualityRefused as err:
                 return _error(422, f"refused by the quality gate: {err.reason}. Upload a frontal chest X-ray.")
             except ImageReadError as err:

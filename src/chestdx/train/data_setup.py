@@ -62,7 +62,7 @@ def split_from_config(index: pd.DataFrame, config: dict[str, Any]) -> pd.DataFra
                     force_test=forced)
     result = audit_split(df)
     if not result.ok:
-        raise RuntimeError("split leaks: " + "; ".join(result.messages()[:5]))
+        raise ValueError("split leaks: " + "; ".join(result.messages()[:5]))
     return df
 
 
@@ -112,10 +112,10 @@ def prepare_data(config: dict[str, Any], split_csv: str | Path | None = None,
         table = read_table(split_csv)
         result = audit_split(table)
         if not result.ok:
-            raise RuntimeError(f"{split_csv} leaks: " + "; ".join(result.messages()[:5]))
+            raise ValueError(f"{split_csv} leaks: " + "; ".join(result.messages()[:5]))
         problems = audit_folds(table)
         if problems:
-            raise RuntimeError(f"{split_csv}: bad folds: " + "; ".join(problems[:5]))
+            raise ValueError(f"{split_csv}: bad folds: " + "; ".join(problems[:5]))
         if FOLD in table.columns and n_folds(table) != folds:
             raise ValueError(f"{split_csv} holds {n_folds(table)} folds but the config asks for folds={folds}")
     else:

@@ -51,7 +51,7 @@ def assign_folds(table: pd.DataFrame, k: int, seed: int = 0) -> pd.DataFrame:
         raise ValueError(f"folds {empty} received no patient (folds={k}); use fewer folds")
     problems = audit_folds(out)
     if problems:  # cannot happen by construction; kept as a guard
-        raise RuntimeError("fold assignment leaks: " + "; ".join(problems[:5]))
+        raise ValueError("fold assignment leaks: " + "; ".join(problems[:5]))
     return out
 
 
