@@ -236,7 +236,7 @@ def fit_and_evaluate(pools: Pools, sources, args, log) -> tuple[nn.Module, dict,
     """Train on ``sources``' train split, choose thresholds on their validation split."""
     model = train(pools, sources, args.epochs, args.n_cxr, args.seed, log)
     srcs = [s for src in sources for s in (NIH if src == "nih" else (src,))]
-    neg = {k: args.n_neg_val for k in NEG_TRAIN}
+    neg = {k: args.n_neg_val for k in NEG_WEIGHTS}  # the kinds trained on
     xv, yv, gv = eval_set(pools, srcs, "val", args.seed + 11, neg)
     pv = predict(model, xv)
     thr = E.choose_thresholds(pv, yv, target=args.target)
@@ -293,10 +293,15 @@ def report(evaluation: dict, out_dir: Path, argv: list[str]) -> None:
     (out_dir / "eval.md").write_text("\n".join(lines))
 
 
+ARRAYS: dict[str, np.ndarray] = {}  # every evaluated probability, saved to <out>/probs.npz
+
+
 def evaluate_block(model, thr, pools, sources, split, seed, negatives) -> dict:
     x, y, g = eval_set(pools, sources, split, seed, negatives)
     p = predict(model, x)
-    return {"thresholds": thr, "n": len(y), "outcomes": E.outcome_table(p, y, g, thr),
+    k = len(ARRAYS) // 3
+    ARRAYS.update({f"probs{k}": p, f"true{k}": y, f"group{k}": g})
+    return {"arrays": k, "thresholds": thr, "n": len(y), "outcomes": E.outcome_table(p, y, g, thr),
             "confusion": E.confusion(p, y, thr)}
 
 
@@ -315,6 +320,8 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--version", default="1")
     ap.add_argument("--skimage-wheel", type=Path, default=None)
     ap.add_argument("--no-loso", action="store_true")
+    ap.add_argument("--loso-only", action="store_true", help="experiments: skip the shipped model (no export)")
+    ap.add_argument("--neg-kinds", nargs="+", default=list(NEG_WEIGHTS), help="negative kinds to train on")
     ap.add_argument("--no-export", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -328,25 +335,31 @@ def main(argv: list[str]) -> None:
         f"{ {k: len(v) for k, v in pools.dicom.items()} }, skimage images {len(pools.skimage)}")
     held_out = ["scene", *(["skimage"] if pools.skimage else []), *(["faces"] if pools.faces else [])]
     neg_test = {k: args.n_neg_test for k in (*NEG_TRAIN, *held_out)}
+    for k in [k for k in NEG_WEIGHTS if k not in args.neg_kinds]:
+        del NEG_WEIGHTS[k]
     results: dict[str, dict] = {}
-    model, thr, val = fit_and_evaluate(pools, ["nih", "kermany"], args, log)
-    results["shipped model: validation split (thresholds chosen here)"] = val
-    results["shipped model: test split (held-out patients, held-out negative kinds)"] = evaluate_block(
-        model, thr, pools, [*NIH, "kermany"], "test", args.seed + 21, neg_test)
-    log("shipped model evaluated")
-    if not args.no_export:
-        export(model, thr, args, pools)
+    model = None
+    if not args.loso_only:
+        model, thr, val = fit_and_evaluate(pools, ["nih", "kermany"], args, log)
+        results["shipped model: validation split (thresholds chosen here)"] = val
+        results["shipped model: test split (held-out patients, held-out negative kinds)"] = evaluate_block(
+            model, thr, pools, [*NIH, "kermany"], "test", args.seed + 21, neg_test)
+        log("shipped model evaluated")
+        if not args.no_export:
+            export(model, thr, args, pools)
     if not args.no_loso:
         for train_src, test_srcs in (("nih", ["kermany"]), ("kermany", list(NIH))):
             m, t, _ = fit_and_evaluate(pools, [train_src], args, log)
             results[f"leave-one-source-out: trained on {train_src} only, tested on all of {'+'.join(test_srcs)}"] = (
-                evaluate_block(m, t, pools, test_srcs, None, args.seed + 31, {}))
+                evaluate_block(m, t, pools, test_srcs, None, args.seed + 31, neg_test))
             log(f"leave-one-out {train_src} -> {test_srcs} evaluated")
     evaluation = {"args": {k: str(v) for k, v in vars(args).items()}, "seconds": time.perf_counter() - t0,
                   "results": results}
     report(evaluation, args.out, argv)
-    torch.save(model.state_dict(), args.out / "quality_gate.pt")
-    if not args.no_export:
+    np.savez_compressed(args.out / "probs.npz", **ARRAYS)
+    if model is not None:
+        torch.save(model.state_dict(), args.out / "quality_gate.pt")
+    if model is not None and not args.no_export:
         card_path = ASSETS / "quality_gate.json"
         card = json.loads(card_path.read_text())
         card["summary"] = E.summary(results)
