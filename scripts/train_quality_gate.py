@@ -26,7 +26,7 @@ import qg_eval as E
 import torch
 from torch import nn
 
-from chestdx.inference.quality import CARD_FORMAT, CLASSES
+from chestdx.inference.quality import CARD_FORMAT, CLASSES, model_input
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "src" / "chestdx" / "inference" / "assets"
@@ -114,6 +114,8 @@ class Pools:
         raise ValueError(kind)
 
 
+TRANSFORM = ["equalize"]  # network input transform (set from --transform)
+LABEL_SMOOTHING = [0.05]
 NEG_WEIGHTS = {"dicom": 1, "photo": 1, "text": 1, "synthetic": 1, "cxr_miss": 2}
 _POOLS: Pools | None = None  # shared with forked pool workers
 
@@ -171,7 +173,7 @@ def epoch_batches(x: np.ndarray, is_cxr: np.ndarray, rng: np.random.Generator, b
             xb[m] = np.rot90(xb[m], r, axes=(1, 2))
         inv = cls[idx] == 4
         xb[inv] = 255 - xb[inv]
-        yield torch.from_numpy(xb).float().div_(255).unsqueeze(1), torch.from_numpy(cls[idx])
+        yield torch.from_numpy(model_input(xb, TRANSFORM[0])), torch.from_numpy(cls[idx])
 
 
 def eval_set(pools: Pools, sources, split: str | None, seed: int, negatives: dict[str, int],
@@ -204,7 +206,7 @@ def predict(model: nn.Module, u8: np.ndarray, batch: int = 512) -> np.ndarray:
     out = []
     with torch.no_grad():
         for k in range(0, len(u8), batch):
-            x = torch.from_numpy(u8[k:k + batch]).float().div_(255).unsqueeze(1)
+            x = torch.from_numpy(model_input(u8[k:k + batch], TRANSFORM[0]))
             out.append(torch.softmax(model(x), 1).numpy())
     return np.concatenate(out).astype(np.float64)
 
@@ -216,7 +218,7 @@ def train(pools: Pools, sources, epochs: int, n_per_source: int, seed: int, log)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     steps = epochs * ((len(x) + 127) // 128)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.15)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING[0])
     rng = np.random.default_rng(seed)
     for epoch in range(epochs):
         model.train()
@@ -270,7 +272,8 @@ def export(model: nn.Module, thr: dict, args, pools: Pools) -> None:
     diff = float(np.abs(sess.run(None, {"image": xs})[0] - model(torch.from_numpy(xs)).detach().numpy()).max())
     card = {
         "format": CARD_FORMAT, "version": args.version, "classes": list(CLASSES), "input_size": D.SIZE,
-        "input": "image (B,1,64,64) float32 in [0,1] = to_uint8_square(img01, 64) / 255; output logits (B,6)",
+        "input": "image (B,1,64,64) float32 = model_input(to_uint8_square(img01, 64), input_transform); "
+                 "output logits (B,6)", "input_transform": TRANSFORM[0],
         "rotation_convention": "rotK = upright image turned as np.rot90(img, K) (K x 90 degrees counter-clockwise)",
         "thresholds": thr, "threshold_rule": (
             f"smallest thresholds (>= 0.5) with <= {args.target:.2%} of validation upright CXRs refused, "
@@ -320,6 +323,9 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--version", default="1")
     ap.add_argument("--skimage-wheel", type=Path, default=None)
     ap.add_argument("--no-loso", action="store_true")
+    ap.add_argument("--transform", choices=["none", "equalize"], default="equalize")
+    ap.add_argument("--label-smoothing", type=float, default=0.05)
+    ap.add_argument("--no-half-crops", action="store_true", help="no 'one half of a CXR' negatives")
     ap.add_argument("--loso-only", action="store_true", help="experiments: skip the shipped model (no export)")
     ap.add_argument("--neg-kinds", nargs="+", default=list(NEG_WEIGHTS), help="negative kinds to train on")
     ap.add_argument("--no-export", action="store_true")
@@ -335,6 +341,7 @@ def main(argv: list[str]) -> None:
         f"{ {k: len(v) for k, v in pools.dicom.items()} }, skimage images {len(pools.skimage)}")
     held_out = ["scene", *(["skimage"] if pools.skimage else []), *(["faces"] if pools.faces else [])]
     neg_test = {k: args.n_neg_test for k in (*NEG_TRAIN, *held_out)}
+    TRANSFORM[0], LABEL_SMOOTHING[0], D.HALF_CROPS[0] = args.transform, args.label_smoothing, not args.no_half_crops
     for k in [k for k in NEG_WEIGHTS if k not in args.neg_kinds]:
         del NEG_WEIGHTS[k]
     results: dict[str, dict] = {}
