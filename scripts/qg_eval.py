@@ -46,6 +46,13 @@ def choose_thresholds(probs: np.ndarray, true: np.ndarray, target: float = 0.005
     return {"ok": t_ok, "correct": t_correct, "refuse": t_refuse}
 
 
+def refuse_threshold(probs: np.ndarray, true: np.ndarray, target: float, floor: float = 0.5) -> float:
+    """Smallest refusal threshold with <= target of the upright CXRs (true == 0) refused."""
+    grid = np.round(np.arange(floor, 0.9995, 0.0025), 4)
+    up = true == 0
+    return _smallest_rate(probs[up, 5], np.ones(int(up.sum()), bool), grid, target)
+
+
 def _smallest_rate(top: np.ndarray, bad: np.ndarray, grid: np.ndarray, target: float) -> float:
     for t in grid:
         if np.mean(bad & (top >= t)) <= target:
