@@ -21,6 +21,7 @@ from chestdx.data.transforms import to_uint8_square
 
 SIZE = 64  # gate input
 BASE = 128  # augmentation source
+HALF_CROPS = [True]  # include "one half of a CXR" negatives (set by the training script)
 CLASSES = ("frontal", "rot90", "rot180", "rot270", "inverted", "not_cxr")
 WORDS = ("PA AP L R LEFT RIGHT PORTABLE SUPINE ERECT UPRIGHT CHEST 1 2 3 4 5 6 7 8 9 0 mAs kV DR CR ID "
          "patient report radiograph findings impression normal heart lungs no acute date time").split()
@@ -309,7 +310,7 @@ def cxr_miss(base: np.ndarray, rng: np.random.Generator) -> tuple[str, np.ndarra
     or one half (single lung; our proxy for lateral-like / badly cropped views)."""
     a = base.astype(np.float32) / 255
     s = a.shape[0]
-    kind = int(rng.integers(0, 5))
+    kind = int(rng.integers(0, 5 if HALF_CROPS[0] else 4))
     if kind == 0:  # corner
         c = int(s * rng.uniform(0.2, 0.4))
         y = 0 if rng.random() < 0.5 else s - c

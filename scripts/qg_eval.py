@@ -33,15 +33,24 @@ def fmt_rate(r: dict) -> str:
 
 
 def choose_thresholds(probs: np.ndarray, true: np.ndarray, target: float = 0.005, floor: float = 0.5) -> dict:
-    """Smallest thresholds on validation data such that each kind of false action stays <= target:
-    upright CXRs refused, upright CXRs corrected, and non-upright images passed as "ok"."""
-    grid = np.round(np.arange(floor, 0.9995, 0.005), 4)
-    top, verdict = probs.max(1), probs.argmax(1)
+    """Smallest thresholds (two-stage rule of ``decide``) on validation data such that each kind of false action
+    stays <= target: upright CXRs refused, upright CXRs corrected, and non-upright images passed as "ok"."""
+    grid = np.round(np.arange(floor, 0.9995, 0.0025), 4)
+    p_nc, orient = probs[:, 5], probs[:, :5].argmax(1)
+    p_or = probs[np.arange(len(probs)), orient]
+    cond = p_or / np.maximum(1 - p_nc, 1e-12)
     up = true == 0
-    t_refuse = _smallest_rate(top[up], verdict[up] == 5, grid, target)
-    t_correct = _smallest_rate(top[up], (verdict[up] >= 1) & (verdict[up] <= 4), grid, target)
-    t_ok = _smallest_rate(top[~up], verdict[~up] == 0, grid, target)
+    t_refuse = _smallest_rate(p_nc[up], np.ones(int(up.sum()), bool), grid, target)
+    t_correct = _smallest_rate(cond[up], orient[up] != 0, grid, target)
+    t_ok = _smallest_rate(p_or[~up], orient[~up] == 0, grid, target)
     return {"ok": t_ok, "correct": t_correct, "refuse": t_refuse}
+
+
+def refuse_threshold(probs: np.ndarray, true: np.ndarray, target: float, floor: float = 0.5) -> float:
+    """Smallest refusal threshold with <= target of the upright CXRs (true == 0) refused."""
+    grid = np.round(np.arange(floor, 0.9995, 0.0025), 4)
+    up = true == 0
+    return _smallest_rate(probs[up, 5], np.ones(int(up.sum()), bool), grid, target)
 
 
 def _smallest_rate(top: np.ndarray, bad: np.ndarray, grid: np.ndarray, target: float) -> float:

@@ -26,7 +26,7 @@ import qg_eval as E
 import torch
 from torch import nn
 
-from chestdx.inference.quality import CARD_FORMAT, CLASSES
+from chestdx.inference.quality import CARD_FORMAT, CLASSES, model_input
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "src" / "chestdx" / "inference" / "assets"
@@ -114,6 +114,8 @@ class Pools:
         raise ValueError(kind)
 
 
+TRANSFORM = ["none"]  # network input transform (set from --transform)
+LABEL_SMOOTHING = [0.05]
 NEG_WEIGHTS = {"dicom": 1, "photo": 1, "text": 1, "synthetic": 1, "cxr_miss": 2}
 _POOLS: Pools | None = None  # shared with forked pool workers
 
@@ -171,7 +173,7 @@ def epoch_batches(x: np.ndarray, is_cxr: np.ndarray, rng: np.random.Generator, b
             xb[m] = np.rot90(xb[m], r, axes=(1, 2))
         inv = cls[idx] == 4
         xb[inv] = 255 - xb[inv]
-        yield torch.from_numpy(xb).float().div_(255).unsqueeze(1), torch.from_numpy(cls[idx])
+        yield torch.from_numpy(model_input(xb, TRANSFORM[0])), torch.from_numpy(cls[idx])
 
 
 def eval_set(pools: Pools, sources, split: str | None, seed: int, negatives: dict[str, int],
@@ -204,7 +206,7 @@ def predict(model: nn.Module, u8: np.ndarray, batch: int = 512) -> np.ndarray:
     out = []
     with torch.no_grad():
         for k in range(0, len(u8), batch):
-            x = torch.from_numpy(u8[k:k + batch]).float().div_(255).unsqueeze(1)
+            x = torch.from_numpy(model_input(u8[k:k + batch], TRANSFORM[0]))
             out.append(torch.softmax(model(x), 1).numpy())
     return np.concatenate(out).astype(np.float64)
 
@@ -216,7 +218,7 @@ def train(pools: Pools, sources, epochs: int, n_per_source: int, seed: int, log)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     steps = epochs * ((len(x) + 127) // 128)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.15)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING[0])
     rng = np.random.default_rng(seed)
     for epoch in range(epochs):
         model.train()
@@ -236,7 +238,7 @@ def fit_and_evaluate(pools: Pools, sources, args, log) -> tuple[nn.Module, dict,
     """Train on ``sources``' train split, choose thresholds on their validation split."""
     model = train(pools, sources, args.epochs, args.n_cxr, args.seed, log)
     srcs = [s for src in sources for s in (NIH if src == "nih" else (src,))]
-    neg = {k: args.n_neg_val for k in NEG_TRAIN}
+    neg = {k: args.n_neg_val for k in NEG_WEIGHTS}  # the kinds trained on
     xv, yv, gv = eval_set(pools, srcs, "val", args.seed + 11, neg)
     pv = predict(model, xv)
     thr = E.choose_thresholds(pv, yv, target=args.target)
@@ -256,7 +258,7 @@ def test_examples(pools: Pools) -> list[str]:
     return out
 
 
-def export(model: nn.Module, thr: dict, args, pools: Pools) -> None:
+def export(model: nn.Module, thr: dict, args, pools: Pools, cross: dict) -> None:
     ASSETS.mkdir(parents=True, exist_ok=True)
     onnx_path = ASSETS / "quality_gate.onnx"
     x = torch.zeros(1, 1, D.SIZE, D.SIZE)
@@ -270,11 +272,15 @@ def export(model: nn.Module, thr: dict, args, pools: Pools) -> None:
     diff = float(np.abs(sess.run(None, {"image": xs})[0] - model(torch.from_numpy(xs)).detach().numpy()).max())
     card = {
         "format": CARD_FORMAT, "version": args.version, "classes": list(CLASSES), "input_size": D.SIZE,
-        "input": "image (B,1,64,64) float32 in [0,1] = to_uint8_square(img01, 64) / 255; output logits (B,6)",
+        "input": "image (B,1,64,64) float32 = model_input(to_uint8_square(img01, 64), input_transform); "
+                 "output logits (B,6)", "input_transform": TRANSFORM[0],
         "rotation_convention": "rotK = upright image turned as np.rot90(img, K) (K x 90 degrees counter-clockwise)",
         "thresholds": thr, "threshold_rule": (
-            f"smallest thresholds (>= 0.5) with <= {args.target:.2%} of validation upright CXRs refused, "
-            f"<= {args.target:.2%} corrected, and <= {args.target:.2%} of other validation images passed as ok"),
+            f"ok/correct: smallest thresholds (>= 0.5) with <= {args.target:.2%} of validation upright CXRs corrected "
+            f"and <= {args.target:.2%} of other validation images passed as ok; refuse: the largest of the "
+            f"validation choice and, for each leave-one-source-out model, the smallest threshold with <= "
+            f"{args.cross_target:.1%} of the unseen source's upright CXRs refused"),
+        "cross_source_refuse_thresholds": cross,
         "training_sources": {"cxr": ["nih-sample", "nih-fullres", "kermany"], "negatives": list(NEG_TRAIN)},
         "seed": args.seed, "epochs": args.epochs, "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         "onnx_vs_torch_max_abs_logit_diff": diff, "script": "scripts/train_quality_gate.py",
@@ -287,16 +293,24 @@ def report(evaluation: dict, out_dir: Path, argv: list[str]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(evaluation, indent=1))
     lines = [f"Command: `python scripts/train_quality_gate.py {' '.join(argv)}`\n"]
-    for name, block in evaluation["results"].items():
-        lines.append(f"### {name}\n\nthresholds: {block['thresholds']}\n\n{E.md_outcomes(block['outcomes'])}\n\n"
-                     f"Confusion (all rows of this block):\n\n{E.md_confusion(block['confusion'])}\n")
+    for name, res in evaluation["results"].items():
+        lines.append(f"### {name}\n\nthresholds: {res['thresholds']}\n\n{E.md_outcomes(res['outcomes'])}\n\n"
+                     f"Confusion (all rows of this block):\n\n{E.md_confusion(res['confusion'])}\n")
     (out_dir / "eval.md").write_text("\n".join(lines))
+
+
+ARRAYS: dict[str, np.ndarray] = {}  # every evaluated probability, saved to <out>/probs.npz
 
 
 def evaluate_block(model, thr, pools, sources, split, seed, negatives) -> dict:
     x, y, g = eval_set(pools, sources, split, seed, negatives)
-    p = predict(model, x)
-    return {"thresholds": thr, "n": len(y), "outcomes": E.outcome_table(p, y, g, thr),
+    return block(predict(model, x), y, g, thr)
+
+
+def block(p: np.ndarray, y: np.ndarray, g: np.ndarray, thr: dict) -> dict:
+    k = len(ARRAYS) // 3
+    ARRAYS.update({f"probs{k}": p, f"true{k}": y, f"group{k}": g})
+    return {"arrays": k, "thresholds": thr, "n": len(y), "outcomes": E.outcome_table(p, y, g, thr),
             "confusion": E.confusion(p, y, thr)}
 
 
@@ -305,16 +319,23 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("CHESTDX_DATA", REPO.parent / "shared/data")))
     ap.add_argument("--cache", type=Path, default=REPO / ".chestdx-cache" / "quality_gate")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "quality_gate")
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--n-cxr", type=int, default=5000, help="augmented CXRs per source in the training pool")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--n-cxr", type=int, default=8000, help="augmented CXRs per source in the training pool")
     ap.add_argument("--n-neg-val", type=int, default=200, help="validation negatives per kind")
     ap.add_argument("--n-neg-test", type=int, default=200, help="test negatives per kind")
     ap.add_argument("--target", type=float, default=0.0025, help="max validation rate of each false action")
+    ap.add_argument("--cross-target", type=float, default=0.01,
+                    help="max false refusals of the unseen source's upright CXRs (leave-one-source-out)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--version", default="1")
     ap.add_argument("--skimage-wheel", type=Path, default=None)
     ap.add_argument("--no-loso", action="store_true")
+    ap.add_argument("--transform", choices=["none", "equalize"], default="none")
+    ap.add_argument("--label-smoothing", type=float, default=0.05)
+    ap.add_argument("--no-half-crops", action="store_true", help="no 'one half of a CXR' negatives")
+    ap.add_argument("--loso-only", action="store_true", help="experiments: skip the shipped model (no export)")
+    ap.add_argument("--neg-kinds", nargs="+", default=list(NEG_WEIGHTS), help="negative kinds to train on")
     ap.add_argument("--no-export", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -328,25 +349,41 @@ def main(argv: list[str]) -> None:
         f"{ {k: len(v) for k, v in pools.dicom.items()} }, skimage images {len(pools.skimage)}")
     held_out = ["scene", *(["skimage"] if pools.skimage else []), *(["faces"] if pools.faces else [])]
     neg_test = {k: args.n_neg_test for k in (*NEG_TRAIN, *held_out)}
+    TRANSFORM[0], LABEL_SMOOTHING[0], D.HALF_CROPS[0] = args.transform, args.label_smoothing, not args.no_half_crops
+    for k in [k for k in NEG_WEIGHTS if k not in args.neg_kinds]:
+        del NEG_WEIGHTS[k]
     results: dict[str, dict] = {}
-    model, thr, val = fit_and_evaluate(pools, ["nih", "kermany"], args, log)
-    results["shipped model: validation split (thresholds chosen here)"] = val
-    results["shipped model: test split (held-out patients, held-out negative kinds)"] = evaluate_block(
-        model, thr, pools, [*NIH, "kermany"], "test", args.seed + 21, neg_test)
-    log("shipped model evaluated")
-    if not args.no_export:
-        export(model, thr, args, pools)
-    if not args.no_loso:
+    model, loso, cross = None, {}, {}
+    if not args.no_loso:  # leave-one-source-out first: it sets the cross-source refusal threshold
         for train_src, test_srcs in (("nih", ["kermany"]), ("kermany", list(NIH))):
             m, t, _ = fit_and_evaluate(pools, [train_src], args, log)
-            results[f"leave-one-source-out: trained on {train_src} only, tested on all of {'+'.join(test_srcs)}"] = (
-                evaluate_block(m, t, pools, test_srcs, None, args.seed + 31, {}))
-            log(f"leave-one-out {train_src} -> {test_srcs} evaluated")
+            x, y, g = eval_set(pools, test_srcs, None, args.seed + 31, neg_test)
+            loso[train_src] = (t, predict(m, x), y, g, test_srcs)
+            cross[train_src] = E.refuse_threshold(loso[train_src][1], loso[train_src][2], args.cross_target)
+            log(f"leave-one-out {train_src} -> {test_srcs}: refusal threshold for <= {args.cross_target:.1%} "
+                f"false refusals on the unseen source: {cross[train_src]}")
+        for train_src, (t, p, y, g, test_srcs) in loso.items():
+            other = cross["kermany" if train_src == "nih" else "nih"]  # cross-fitted: chosen on the other direction
+            t = dict(t, refuse=max(t["refuse"], other))
+            results[f"leave-one-source-out: trained on {train_src} only, tested on all of {'+'.join(test_srcs)} "
+                    f"(refusal threshold from the other direction)"] = block(p, y, g, t)
+    if not args.loso_only:
+        model, thr, val = fit_and_evaluate(pools, ["nih", "kermany"], args, log)
+        thr["refuse"] = max([thr["refuse"], *cross.values()])
+        log(f"shipped thresholds {thr} (refuse: max of validation and cross-source {cross})")
+        results["shipped model: validation split (ok/correct thresholds chosen here)"] = val
+        results["shipped model: test split (held-out patients, held-out negative kinds)"] = evaluate_block(
+            model, thr, pools, [*NIH, "kermany"], "test", args.seed + 21, neg_test)
+        log("shipped model evaluated")
+        if not args.no_export:
+            export(model, thr, args, pools, cross)
     evaluation = {"args": {k: str(v) for k, v in vars(args).items()}, "seconds": time.perf_counter() - t0,
                   "results": results}
     report(evaluation, args.out, argv)
-    torch.save(model.state_dict(), args.out / "quality_gate.pt")
-    if not args.no_export:
+    np.savez_compressed(args.out / "probs.npz", **ARRAYS)
+    if model is not None:
+        torch.save(model.state_dict(), args.out / "quality_gate.pt")
+    if model is not None and not args.no_export:
         card_path = ASSETS / "quality_gate.json"
         card = json.loads(card_path.read_text())
         card["summary"] = E.summary(results)

@@ -40,16 +40,18 @@ def test_default_loads_package_data(gate: QualityGate) -> None:
 
 
 def test_decide_rules() -> None:
-    thr = {"ok": 0.6, "correct": 0.7, "refuse": 0.8}
+    thr = {"ok": 0.6, "correct": 0.9, "refuse": 0.8}
     probs = np.array([[0.9, 0.02, 0.02, 0.02, 0.02, 0.02],   # ok
                       [0.55, 0.45, 0, 0, 0, 0],              # frontal but not confident -> uncertain
-                      [0.1, 0.0, 0.75, 0.05, 0.05, 0.05],    # rot180 confident -> corrected
-                      [0.2, 0.0, 0.0, 0.0, 0.65, 0.15],      # inverted, not confident -> uncertain
+                      [0.02, 0.0, 0.93, 0.0, 0.0, 0.05],     # rot180 confident -> corrected
+                      [0.2, 0.0, 0.0, 0.0, 0.65, 0.15],      # inverted 0.65/0.85 = 0.76 given a CXR -> uncertain
                       [0.05, 0, 0, 0, 0.1, 0.85],            # not_cxr -> refused
-                      [0.25, 0, 0, 0, 0, 0.75]])             # not_cxr below 0.8 -> uncertain
+                      [0.25, 0, 0, 0, 0, 0.75],              # not_cxr below 0.8, frontal 0.25 -> uncertain
+                      [0.0, 0.3, 0.0, 0.0, 0.0, 0.7]])       # probably not a CXR, but clearly rot90 if it is one
     verdict, actions = decide(probs, thr)
-    assert [CLASSES[v] for v in verdict] == ["frontal", "frontal", "rot180", "inverted", "not_cxr", "not_cxr"]
-    assert actions == ["ok", "uncertain", "corrected", "uncertain", "refused", "uncertain"]
+    assert [CLASSES[v] for v in verdict] == ["frontal", "frontal", "rot180", "inverted", "not_cxr", "not_cxr",
+                                             "rot90"]
+    assert actions == ["ok", "uncertain", "corrected", "uncertain", "refused", "uncertain", "corrected"]
 
 
 def test_correct_undoes_np_rot90_and_inversion() -> None:
@@ -139,6 +141,7 @@ def test_note_wording_matches_np_rot90() -> None:
     assert "rotated 90 degrees clockwise" in n270 and "turned back 90 degrees counter-clockwise" in n270
     assert "refused" in _note("not_cxr", 0.99, "refused") and _note("frontal", 0.99, "ok") is None
     assert "uncertain" in _note("rot180", 0.4, "uncertain")
+    assert "may not be a chest X-ray" in _note("rot90", 0.3, "corrected", 0.7)
 
 
 def test_imports_and_runs_without_torch() -> None:

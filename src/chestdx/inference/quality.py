@@ -39,11 +39,28 @@ _FIX = {
 }
 
 
+def model_input(batch_u8: np.ndarray, transform: str = "none") -> np.ndarray:
+    """(B, S, S) uint8 -> (B, 1, S, S) float32 network input. ``transform="equalize"``: per-image histogram
+    equalization (grey level -> its cumulative frequency), which removes exposure/contrast/gamma differences
+    between hospitals but keeps polarity (bones bright vs dark) and structure."""
+    u8 = np.asarray(batch_u8, dtype=np.uint8)
+    if transform == "none":
+        return (u8.astype(np.float32) / np.float32(255.0))[:, None]
+    if transform != "equalize":
+        raise ValueError(f"unknown quality gate input transform {transform!r}")
+    out = np.empty(u8.shape, np.float32)
+    for i, img in enumerate(u8):
+        cdf = np.cumsum(np.bincount(img.ravel(), minlength=256)).astype(np.float32) / np.float32(img.size)
+        out[i] = cdf[img]
+    return out[:, None]
+
+
 @dataclass(frozen=True)
 class QualityResult:
     """The gate's answer for one image.
 
-    verdict: most probable class; probs: {class: probability}; prob: probability of the verdict;
+    verdict: the class the action rests on (when uncertain: the most probable class); probs: {class: probability};
+    prob: probability of the verdict;
     action: "ok" (upright frontal CXR), "corrected" (confidently rotated/inverted: ``QualityGate.correct``
     undoes it), "refused" (confidently not a chest X-ray), "uncertain" (no confident answer: predict, but warn);
     corrected: the class that was undone ("rot90", ..., "inverted") when action == "corrected", else None;
@@ -62,31 +79,44 @@ class QualityResult:
 
 
 def decide(probs: np.ndarray, thresholds: dict[str, float]) -> tuple[np.ndarray, list[str]]:
-    """(N, 6) class probabilities -> (verdict indices, actions) under the card's thresholds.
+    """(N, 6) class probabilities -> (verdict indices, actions) under the card's thresholds. Two stages:
 
-    The verdict is the arg-max; it becomes an action only when its probability reaches the threshold of its
-    kind ("ok" for frontal, "correct" for rot90/180/270/inverted, "refuse" for not_cxr), else "uncertain".
+    1. refused when p(not_cxr) >= thresholds["refuse"];
+    2. otherwise the orientation is the most probable of the five CXR classes: frontal -> "ok" when
+       p(frontal) >= thresholds["ok"]; rotated/inverted -> "corrected" when its probability GIVEN a CXR,
+       p(class) / (1 - p(not_cxr)), reaches thresholds["correct"]; anything else is "uncertain".
+
+    The verdict is the class the action rests on (not_cxr when refused, the orientation class when ok or
+    corrected) and, when uncertain, the most probable of all six classes.
     """
     probs = np.asarray(probs, dtype=np.float64)
     verdict = probs.argmax(1)
-    top = probs[np.arange(len(probs)), verdict]
+    p_nc = probs[:, 5]
+    orient = probs[:, :5].argmax(1)
+    p_or = probs[np.arange(len(probs)), orient]
+    cond = p_or / np.maximum(1 - p_nc, 1e-12)
     actions = []
-    for v, p in zip(verdict, top, strict=True):
-        name = CLASSES[int(v)]
-        if name == "frontal":
-            actions.append("ok" if p >= thresholds["ok"] else "uncertain")
-        elif name == "not_cxr":
-            actions.append("refused" if p >= thresholds["refuse"] else "uncertain")
+    for i, (nc, o, p, q) in enumerate(zip(p_nc, orient, p_or, cond, strict=True)):
+        if nc >= thresholds["refuse"]:
+            actions.append("refused")
+            verdict[i] = 5
+        elif o == 0 and p >= thresholds["ok"]:
+            actions.append("ok")
+            verdict[i] = 0
+        elif o != 0 and q >= thresholds["correct"]:
+            actions.append("corrected")
+            verdict[i] = o
         else:
-            actions.append("corrected" if p >= thresholds["correct"] else "uncertain")
+            actions.append("uncertain")
     return verdict, actions
 
 
-def _note(verdict: str, prob: float, action: str) -> str | None:
+def _note(verdict: str, prob: float, action: str, p_not_cxr: float = 0.0) -> str | None:
     if action == "ok":
         return None
     if action == "corrected":
-        return f"{_FOUND[verdict]}; {_FIX[verdict]} before prediction (quality gate p={prob:.2f})"
+        doubt = f"; it may not be a chest X-ray (p={p_not_cxr:.2f})" if p_not_cxr >= 0.5 else ""
+        return f"{_FOUND[verdict]}; {_FIX[verdict]} before prediction (quality gate p={prob:.2f}){doubt}"
     if action == "refused":
         return f"not a usable frontal chest X-ray (quality gate p={prob:.2f}); refused"
     likely = "an upright frontal chest X-ray" if verdict == "frontal" else (
@@ -109,6 +139,7 @@ class QualityGate:
         self.size = int(card["input_size"])
         self.thresholds = {k: float(card["thresholds"][k]) for k in ("ok", "correct", "refuse")}
         self.version = str(card.get("version"))
+        self.transform = str(card.get("input_transform", "none"))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -149,7 +180,7 @@ class QualityGate:
 
     def probs_u8(self, batch_u8: np.ndarray) -> np.ndarray:
         """(B, S, S) uint8 -> (B, 6) class probabilities."""
-        x = np.asarray(batch_u8, dtype=np.float32)[:, None] / np.float32(255.0)
+        x = model_input(batch_u8, self.transform)
         logits = self.session.run(None, {self.input_name: x})[0].astype(np.float64)
         e = np.exp(logits - logits.max(1, keepdims=True))
         return e / e.sum(1, keepdims=True)
@@ -161,7 +192,7 @@ class QualityGate:
             name = CLASSES[int(v)]
             out.append(QualityResult(verdict=name, probs={c: float(x) for c, x in zip(CLASSES, p, strict=True)},
                                      prob=float(p[v]), action=a, corrected=name if a == "corrected" else None,
-                                     note=_note(name, float(p[v]), a)))
+                                     note=_note(name, float(p[v]), a, float(p[5]))))
         return out
 
     def assess(self, img01: np.ndarray) -> QualityResult:

@@ -1,0 +1,67 @@
+"""End-to-end check of the SHIPPED gate (package data, onnxruntime, QualityGate.assess on decoded files).
+
+  python scripts/eval_quality_gate.py [--out runs/quality_gate] [--max-per-source 400]
+
+Held-out test-split CXRs (same patient-grouped split and seed as scripts/train_quality_gate.py) are decoded
+from their files with chestdx.io.read_image and judged upright, as np.rot90(img, k) for k = 1..3 and as
+1 - img; every confident correction is undone with QualityGate.correct and compared with the original array.
+Writes <out>/eval_shipped.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import qg_eval as E
+from train_quality_gate import REPO, Pools
+
+from chestdx.inference.quality import CLASSES, QualityGate
+from chestdx.io import read_image
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("CHESTDX_DATA", REPO.parent / "shared/data")))
+    ap.add_argument("--cache", type=Path, default=REPO / ".chestdx-cache" / "quality_gate")
+    ap.add_argument("--out", type=Path, default=REPO / "runs" / "quality_gate")
+    ap.add_argument("--max-per-source", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    gate = QualityGate.default(threads=2)
+    pools = Pools(args.data, args.cache, args.seed, None)
+    t0 = time.perf_counter()
+    probs, true, groups, restored = [], [], [], {"exact": 0, "n": 0}
+    for src, s in pools.cxr.items():
+        names = s["name"][s["split"] == "test"][: args.max_per_source]
+        for name in names:
+            img = read_image(args.data / name)
+            variants = [img, np.rot90(img, 1), np.rot90(img, 2), np.rot90(img, 3), 1 - img]
+            for c, (var, r) in enumerate(zip(variants, gate.assess_batch(variants), strict=True)):
+                probs.append([r.probs[k] for k in CLASSES])
+                true.append(c)
+                groups.append(f"{src}/file/{CLASSES[c]}")
+                if r.action == "corrected" and r.corrected == CLASSES[c]:
+                    back = gate.correct(var, r)
+                    restored["n"] += 1
+                    restored["exact"] += int(np.array_equal(back, img) if c < 4 else np.abs(back - img).max() < 1e-6)
+    p, y, g = np.array(probs), np.array(true), np.array(groups)
+    res = {"thresholds": gate.thresholds, "n": len(y), "outcomes": E.outcome_table(p, y, g, gate.thresholds),
+           "confusion": E.confusion(p, y, gate.thresholds), "restored_exactly": restored,
+           "seconds": time.perf_counter() - t0, "gate_version": gate.version, "onnx_sha256": gate.card["onnx_sha256"]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "eval_shipped.json").write_text(json.dumps(res, indent=1))
+    md = (f"Command: `python scripts/eval_quality_gate.py {' '.join(argv)}`\n\nthresholds {gate.thresholds}; "
+          f"corrections undone exactly: {restored['exact']}/{restored['n']}\n\n{E.md_outcomes(res['outcomes'])}\n\n"
+          f"{E.md_confusion(res['confusion'])}\n")
+    (args.out / "eval_shipped.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
