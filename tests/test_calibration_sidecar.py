@@ -110,7 +110,7 @@ def test_config_defaults_and_prevalence_parsing(run):
 
 
 def test_calibration_reader_thresholds_statements_and_policies(run):
-    side = calibrate_run(run.path, prevalence={"Effusion": 0.02}, n_boot=200)
+    side = calibrate_run(run.path, policy="balanced", prevalence={"Effusion": 0.02}, n_boot=200)
     cal = Calibration.from_sidecar(run.read_calibration(), LABELS)
     op = side["labels"]["Effusion"]["operating_points"]["balanced"]
     assert cal.threshold("Effusion") == op["threshold"] and cal.callable("Pneumonia")
@@ -131,6 +131,14 @@ def test_calibration_reader_thresholds_statements_and_policies(run):
     assert probs.shape == (50, 3) and np.all(np.diff(probs, axis=0) >= -1e-12)
     with pytest.raises(ValueError, match="expected"):
         cal.apply(np.zeros((2, 2)))
+
+
+def test_auto_policy_matches_the_out_of_fold_finding_count(run):
+    """``auto`` picks, on out-of-fold rows only, the policy whose calls per image are closest to the true count."""
+    side = calibrate_run(run.path, n_boot=50)  # the config default: auto
+    calls, true = side["oof_findings_per_image"], side["oof_true_per_image"]
+    assert side["policy_requested"] == "auto" and side["policy"] in calls
+    assert abs(calls[side["policy"]] - true) == min(abs(v - true) for v in calls.values())
 
 
 def test_uncalibrated_run_calls_nothing():

@@ -159,9 +159,10 @@ def test_saved_config_reloads_identically(tmp_path):
 
 
 def test_new_keys_for_kfold_and_calibration():
-    assert C.DEFAULTS["folds"] == 1 and C.DEFAULTS["calibration"] == {"policy": "balanced", "min_positives": 10}
+    assert C.DEFAULTS["folds"] == 1 and C.DEFAULTS["calibration"] == {"policy": "auto", "min_positives": 10}
     cfg = load_config("default", ["folds=5", "calibration.policy=Specificity:0.95"])
     assert cfg["folds"] == 5 and cfg["calibration"]["policy"] == "specificity:0.95"
+    assert parse_policy("auto") == ("auto", None)
     assert parse_policy("balanced") == ("balanced", None)
     assert parse_policy("sensitivity:0.9") == ("sensitivity", 0.9)
     for bad in ("sensitivity:0", "sensitivity:", "npv:0.9", "sensitivity:1.2"):

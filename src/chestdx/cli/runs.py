@@ -28,12 +28,13 @@ def parse_prevalence(items: list[str]) -> dict[str, float] | None:
 
 PREVALENCE_HELP = ("A prevalence where you will use the model (repeatable): Label=p, e.g. Pneumothorax=0.02. "
                    "PPV/NPV are then also stated at it.")
-POLICY_HELP = "Operating point to call findings: balanced (Youden), sensitivity:0.90, specificity:0.90, f1."
+POLICY_HELP = ("Operating point to call findings: auto (the policy whose out-of-fold calls per image match the true "
+               "finding count), balanced (Youden), sensitivity:0.90, specificity:0.90, f1.")
 
 
 @user_errors
 def calibrate(run_dir: Path = typer.Argument(..., help="Run directory (with oof.csv: trained or evaluated)."),
-              policy: str = typer.Option("balanced", help=POLICY_HELP),
+              policy: str | None = typer.Option(None, help=POLICY_HELP + " Default: the run config's (auto)."),
               prevalence: list[str] = typer.Option([], "--prevalence", help=PREVALENCE_HELP),
               min_positives: int = typer.Option(10, help="Out-of-fold positives needed to call a label."),
               n_boot: int = typer.Option(1000, help="Patient bootstrap replicates for the rates' CIs."),

@@ -19,6 +19,7 @@ from chestdx.evaluate.calibration import expected_calibration_error, fit_tempera
 from chestdx.evaluate.calibrators import apply_calibrator, logits_from_probs, select_calibrator
 from chestdx.evaluate.operating_points import DEFAULT_POLICIES, operating_point, policy_key
 from chestdx.labels import label_column
+from chestdx.policies import AUTO
 from chestdx.rundir import RunDir, RunDirError
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,13 @@ def check_prevalence(prevalence: dict[str, float] | None, labels: list[str]) -> 
     return out
 
 
-def calibrate_oof(oof: pd.DataFrame, labels: list[str], policy: str = "balanced",
+def calibrate_oof(oof: pd.DataFrame, labels: list[str], policy: str = AUTO,
                   prevalence: dict[str, float] | None = None, min_positives: int = DEFAULT_MIN_POSITIVES,
                   n_boot: int = 1000, seed: int = 0) -> tuple[dict[str, Any], dict[str, dict]]:
     """The sidecar (without format/manifest hash) and, per label, the reliability numbers before/after."""
-    policy = policy_key(policy)
+    requested = policy_key(policy)
     prevalence = check_prevalence(prevalence, labels)
-    policies = list(dict.fromkeys([*DEFAULT_POLICIES, policy]))
+    policies = list(dict.fromkeys([*DEFAULT_POLICIES, *([] if requested == AUTO else [requested])]))
     missing = [lb for lb in labels if label_column(lb) not in oof.columns or lb not in oof.columns]
     if missing:
         raise ValueError(f"oof predictions lack columns for labels {missing}")
@@ -96,12 +97,21 @@ def calibrate_oof(oof: pd.DataFrame, labels: list[str], policy: str = "balanced"
         reliability[label] = {"before": before, "after": after, "n_pos": n_pos, "n_neg": n_neg,
                               "method": cal["method"]}
     side_calls = _findings_per_image(entries, labels, y_all, z_all, policies)
+    true_per_image = float(np.nansum(y_all, 1).mean())
+    policy = auto_policy(side_calls, true_per_image) if requested == AUTO else requested
     side = {"source": "oof" if oof.get("fold", pd.Series([0])).nunique() > 1 else "val",
             "n_images": int(len(oof)), "n_patients": int(oof["patient_id"].nunique()), "policy": policy,
+            "policy_requested": requested,
             "policies": policies, "min_positives": int(min_positives), "n_boot": int(n_boot), "seed": int(seed),
             "labels": entries, "prevalence": prevalence, "temperature": round(float(temperature), 5),
-            "oof_findings_per_image": side_calls, "oof_true_per_image": round(float(np.nansum(y_all, 1).mean()), 4)}
+            "oof_findings_per_image": side_calls, "oof_true_per_image": round(true_per_image, 4)}
     return side, reliability
+
+
+def auto_policy(calls_per_image: dict[str, float], true_per_image: float) -> str:
+    """The ``auto`` rule: the policy whose out-of-fold calls per image are closest to the true count per image
+    (ties: the first in ``DEFAULT_POLICIES`` order)."""
+    return min(calls_per_image, key=lambda name: abs(calls_per_image[name] - true_per_image))
 
 
 def _findings_per_image(entries: dict[str, dict], labels: list[str], y: np.ndarray, z: np.ndarray,
@@ -148,12 +158,12 @@ def calibrate_run(run_dir: str | Path, policy: str | None = None, prevalence: di
     """Fit calibration + operating points on ``RUN/oof.csv``, write ``RUN/calibration.json`` (and, with
     ``plots``, ``RUN/plots/reliability.{png,json}``); returns the sidecar as written.
 
-    ``policy`` / ``min_positives`` default to the run config's ``calibration`` section, then to "balanced" / 10.
+    ``policy`` / ``min_positives`` default to the run config's ``calibration`` section, then to "auto" / 10.
     """
     run = RunDir(run_dir)
     labels = list(run.manifest()["labels"])
     defaults = config_defaults(run)
-    policy = policy or defaults.get("policy") or "balanced"
+    policy = policy or defaults.get("policy") or AUTO
     min_positives = int(min_positives if min_positives is not None
                         else defaults.get("min_positives", DEFAULT_MIN_POSITIVES))
     side, reliability = calibrate_oof(read_oof(run), labels, policy, prevalence, min_positives, n_boot, seed)

@@ -15,36 +15,11 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from chestdx.evaluate.bootstrap import percentile_ci
 from chestdx.evaluate.thresholds import operating_point_core
+from chestdx.policies import parse_policy, policy_key  # noqa: F401 (re-exported)
 
 DEFAULT_POLICIES = ("balanced", "sensitivity:0.90", "specificity:0.90", "f1")
 KEEP = ("threshold", "sensitivity", "sensitivity_ci", "specificity", "specificity_ci", "ppv", "ppv_ci", "npv",
         "npv_ci")
-
-
-def parse_policy(name: str) -> tuple[str, float | None]:
-    """``"balanced"`` -> ("balanced", None); ``"sensitivity:0.9"`` -> ("sensitivity", 0.9); else ValueError."""
-    text = str(name).strip().lower()
-    if text in ("balanced", "youden"):
-        return "balanced", None
-    if text == "f1":
-        return "f1", None
-    kind, _, value = text.partition(":")
-    if kind in ("sensitivity", "specificity") and value:
-        try:
-            target = float(value)
-        except ValueError:
-            target = float("nan")
-        if 0.0 < target < 1.0:
-            return kind, target
-        raise ValueError(f"policy {name!r}: the target must be a number between 0 and 1 (e.g. {kind}:0.9)")
-    raise ValueError(f"unknown policy {name!r}; use balanced, f1, sensitivity:<x> or specificity:<x> (e.g. "
-                     f"sensitivity:0.9)")
-
-
-def policy_key(name: str) -> str:
-    """Canonical policy name: ``balanced``, ``sensitivity:0.90``."""
-    kind, target = parse_policy(name)
-    return kind if target is None else f"{kind}:{target:.2f}"
 
 
 def pick_threshold(y: np.ndarray, p: np.ndarray, policy: str) -> float:

@@ -61,7 +61,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
         val = predict_table(predictor, rt.rows("val"), rt.cache_root, show_progress)
         val.assign(fold=0).to_csv(run.oof, index=False)
     cal_cfg = rt.config.get("calibration") or {}
-    calibrate_run(run.path, policy=policy or cal_cfg.get("policy", "balanced"), prevalence=prevalence,
+    calibrate_run(run.path, policy=policy or cal_cfg.get("policy"), prevalence=prevalence,
                   min_positives=int(min_positives or cal_cfg.get("min_positives", 10)), n_boot=n_boot, seed=seed)
     predictor.calibration = Calibration.from_sidecar(run.read_calibration(), predictor.labels)
     pred = predict_table(predictor, rt.rows("val", split), rt.cache_root, show_progress, calibrated=True)

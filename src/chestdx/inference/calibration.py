@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from chestdx.policies import policy_key
+
 NOT_CALIBRATED = "not calibrated: run `chestdx evaluate RUN`"
 SOURCE_WORDS = {"oof": "out-of-fold", "val": "on validation", "legacy": "on validation (legacy run)"}
 
@@ -21,17 +23,11 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _canonical_policy(name: str) -> str:
-    """``balanced``; ``sensitivity:0.9`` -> ``sensitivity:0.90`` (same rule as evaluate.operating_points)."""
-    text = str(name).strip().lower()
-    if text == "youden":
-        return "balanced"
-    kind, sep, value = text.partition(":")
-    if sep and kind in ("sensitivity", "specificity"):
-        try:
-            return f"{kind}:{float(value):.2f}"
-        except ValueError:
-            return text
-    return text
+    """``balanced``; ``sensitivity:0.9`` -> ``sensitivity:0.90``; unknown names pass through (then not found)."""
+    try:
+        return policy_key(name)
+    except ValueError:
+        return str(name).strip().lower()
 
 
 def _pct(v: float) -> str:

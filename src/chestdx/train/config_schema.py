@@ -7,7 +7,6 @@ are checked against the model registry at validation time, so newly registered a
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,6 +19,8 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+
+from chestdx.policies import parse_policy, policy_key
 
 __all__ = ["AugmentSection", "CalibrationSection", "ChestConfig", "EarlyStoppingSection", "LossSection",
            "ModelSection", "OptimizerSection", "SchedulerSection", "SplitSection", "parse_policy"]
@@ -177,33 +178,16 @@ class EarlyStoppingSection(Section):
     min_val_positives: int = Field(1, ge=1)
 
 
-_POLICY = re.compile(r"^(sensitivity|specificity):(0?\.\d+|1(\.0*)?|0)$")
-
-
-def parse_policy(policy: str) -> tuple[str, float | None]:
-    """``"balanced"`` -> ("balanced", None); ``"sensitivity:0.9"`` -> ("sensitivity", 0.9); else ValueError."""
-    text = str(policy).strip().lower()
-    if text == "balanced":
-        return "balanced", None
-    match = _POLICY.match(text)
-    target = float(match.group(2)) if match else -1.0
-    if not match or not 0.0 < target <= 1.0:
-        raise ValueError(f"policy {policy!r}: use balanced, sensitivity:<target> or specificity:<target> "
-                         "with 0 < target <= 1 (e.g. sensitivity:0.9)")
-    return match.group(1), target
-
-
 class CalibrationSection(Section):
     """Operating point used to call findings, and the fewest out-of-fold positives for a label to be callable."""
 
-    policy: Str = "balanced"
+    policy: Str = "auto"  # or balanced, f1, sensitivity:<t>, specificity:<t> (chestdx.policies)
     min_positives: int = Field(10, ge=1)
 
     @field_validator("policy")
     @classmethod
     def _valid_policy(cls, value: str) -> str:
-        parse_policy(value)
-        return value.strip().lower()
+        return policy_key(value)
 
 
 Precision = Literal["auto", "64", "64-true", "32", "32-true", "16", "16-mixed", "16-true", "bf16", "bf16-mixed",
