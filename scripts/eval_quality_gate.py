@@ -24,6 +24,31 @@ from train_quality_gate import REPO, Pools
 from chestdx.inference.quality import CLASSES, QualityGate
 from chestdx.io import read_image
 
+VARIANTS = {  # whole-file changes a different hospital might make; the gate should still say "ok"
+    "crop to 0.8 aspect (portrait)": lambda a: a[:, int(a.shape[1] * 0.1): a.shape[1] - int(a.shape[1] * 0.1)],
+    "crop to landscape ~1.3": lambda a: a[int(a.shape[0] * 0.12): a.shape[0] - int(a.shape[0] * 0.12), :],
+    "black bars top/bottom (1.24)": lambda a: np.pad(a, ((int(a.shape[0] * 0.12),) * 2, (0, 0))),
+    "white bars left/right": lambda a: np.pad(a, ((0, 0), (int(a.shape[1] * 0.1),) * 2), constant_values=1.0),
+    "gamma 0.5 (brighter)": lambda a: a ** 0.5,
+    "low contrast (0.3-0.7)": lambda a: 0.3 + 0.4 * a,
+}
+
+
+def variants_table(gate: QualityGate, imgs: dict[str, list[np.ndarray]]) -> str:
+    """Markdown: per source and variant, share ok (upright) and share of np.rot90(variant, 1) corrected right."""
+    rows = ["| source | variant | n | upright: ok | upright: refused or corrected | rot90: corrected right |",
+            "|---|---|---|---|---|---|"]
+    for src, ims in imgs.items():
+        for name, fn in VARIANTS.items():
+            up = gate.assess_batch([fn(a) for a in ims])
+            rot = gate.assess_batch([np.rot90(fn(a), 1) for a in ims])
+            n = len(ims)
+            bad = sum(r.action in ("refused", "corrected") for r in up)
+            right = sum(r.action == "corrected" and r.corrected == "rot90" for r in rot)
+            rows.append(f"| {src} | {name} | {n} | {E.fmt_rate(E.rate(sum(r.action == 'ok' for r in up), n))} | "
+                        f"{E.fmt_rate(E.rate(bad, n))} | {E.fmt_rate(E.rate(right, n))} |")
+    return "\n".join(rows)
+
 
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,10 +62,12 @@ def main(argv: list[str]) -> None:
     pools = Pools(args.data, args.cache, args.seed, None)
     t0 = time.perf_counter()
     probs, true, groups, restored = [], [], [], {"exact": 0, "n": 0}
+    decoded: dict[str, list[np.ndarray]] = {}
     for src, s in pools.cxr.items():
         names = s["name"][s["split"] == "test"][: args.max_per_source]
         for name in names:
             img = read_image(args.data / name)
+            decoded.setdefault(src, []).append(img)
             variants = [img, np.rot90(img, 1), np.rot90(img, 2), np.rot90(img, 3), 1 - img]
             for c, (var, r) in enumerate(zip(variants, gate.assess_batch(variants), strict=True)):
                 probs.append([r.probs[k] for k in CLASSES])
@@ -58,7 +85,8 @@ def main(argv: list[str]) -> None:
     (args.out / "eval_shipped.json").write_text(json.dumps(res, indent=1))
     md = (f"Command: `python scripts/eval_quality_gate.py {' '.join(argv)}`\n\nthresholds {gate.thresholds}; "
           f"corrections undone exactly: {restored['exact']}/{restored['n']}\n\n{E.md_outcomes(res['outcomes'])}\n\n"
-          f"{E.md_confusion(res['confusion'])}\n")
+          f"{E.md_confusion(res['confusion'])}\n\nAspect, framing and exposure changes of the same files:\n\n"
+          f"{variants_table(gate, {k: v[:150] for k, v in decoded.items()})}\n")
     (args.out / "eval_shipped.md").write_text(md)
     print(md)
 

@@ -38,7 +38,7 @@ CLS_P = np.array([0.4, 0.15, 0.15, 0.15, 0.15])  # frontal, rot90, rot180, rot27
 class GateNet(nn.Module):
     """64 px grayscale -> 6 logits: stride-2 conv stages 64->32->16->8->4 px (16-32-64-64 channels, one more conv
     at 4 px), then a small MLP on the flattened 4x4 map so that position (where the lung apices are) is kept
-    for the orientation call. Normalization is in the graph; ~0.13 M parameters."""
+    for the orientation call. Normalization is in the graph; ~0.16 M parameters."""
 
     def __init__(self, width: int = 16):
         super().__init__()
