@@ -37,12 +37,17 @@ def decode_dicom(data: bytes, name: str, force: bool = False, max_pixels: int | 
     """Decode a single-frame DICOM image; every failure is an :class:`ImageReadError`. ``stats`` (optional
     dict) receives ``width``/``height`` (stored size), ``reduced_by`` and ``colour_spread`` (None: not measured)."""
     ds = read_dataset(data, name, force=force)
-    check_dataset(ds, name, forced=force, max_pixels=max_pixels)
-    k = limits.reduce_factor(_int(ds.get("Columns", 0), 0), _int(ds.get("Rows", 0), 0), max_side)
-    if stats is not None:
-        stats.update(width=_int(ds.get("Columns", 0), 0), height=_int(ds.get("Rows", 0), 0), reduced_by=k,
-                     colour_spread=None)
-    _ensure_transfer_syntax(ds)
+    try:  # pydicom parses elements lazily: a corrupt header element fails here, with any exception type
+        check_dataset(ds, name, forced=force, max_pixels=max_pixels)
+        k = limits.reduce_factor(_int(ds.get("Columns", 0), 0), _int(ds.get("Rows", 0), 0), max_side)
+        if stats is not None:
+            stats.update(width=_int(ds.get("Columns", 0), 0), height=_int(ds.get("Rows", 0), 0), reduced_by=k,
+                         colour_spread=None)
+        _ensure_transfer_syntax(ds)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. NotImplementedError for an unknown VR, ValueError, KeyError
+        raise ImageReadError(name, f"corrupt DICOM header ({type(exc).__name__}: {exc})") from exc
     try:
         raw = ds.pixel_array
     except MemoryError as exc:
