@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from common import data_root, machine
+from common import data_root, machine, timings
 
 LABELS_14 = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
              "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]
@@ -46,12 +46,7 @@ def _untrained_run(arch: str, size: int, folder: str | Path, members: int = 1) -
 
 
 def _timed(fn, repeat: int) -> dict:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
+    times = timings(fn, repeat)
     return {"median_s": float(np.median(times)), "min_s": float(np.min(times)), "repeat": repeat}
 
 

@@ -15,16 +15,11 @@ import time
 
 import numpy as np
 
-from common import data_root, machine
+from common import data_root, machine, timings
 
 
 def _timed(fn, repeat: int) -> dict:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
+    times = timings(fn, repeat)
     return {"median_ms": 1e3 * float(np.median(times)), "p95_ms": 1e3 * float(np.percentile(times, 95)),
             "repeat": repeat}
 

@@ -56,3 +56,14 @@ def best_time(fn: Callable[[], object], repeat: int = 3) -> float:
         fn()
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def timings(fn: Callable[[], object], repeat: int) -> list[float]:
+    """Seconds of ``repeat`` calls of ``fn`` after one warm-up call."""
+    fn()
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out

@@ -3,26 +3,14 @@ confusion matrices, threshold choice, markdown rendering."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from chestdx.explain.localization import wilson_ci
 from chestdx.inference.quality import ACTIONS, CLASSES, decide
 
 
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval for k successes out of n."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, mid - half), min(1.0, mid + half))
-
-
 def rate(k: int, n: int) -> dict:
-    lo, hi = wilson(k, n)
+    lo, hi = wilson_ci(k, n)
     return {"k": int(k), "n": int(n), "rate": k / n if n else float("nan"), "ci": [lo, hi]}
 
 
