@@ -68,35 +68,19 @@ def train(out: Path, folds: int, sets: list[str]) -> None:
 
 
 def test_logits(run: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """Test rows of the run's split and the ensemble logits on them (mean over members' logits)."""
-    import torch
-
-    from chestdx.data.index import read_table
+    """Test rows of the run's split and the ensemble logits on them (the Predictor: mean over members' logits)."""
+    import chestdx
     from chestdx.data.pipeline import cache_table
-    from chestdx.models import build_model, encode_metadata
-    from chestdx.models.inference_net import InferenceNet
-    from chestdx.rundir import RunDir
-    from chestdx.train.config import load_config
+    from chestdx.inference.run_table import open_run_table
+    from chestdx.models import encode_metadata
 
-    rd = RunDir(run)
-    man = rd.manifest()
-    table = read_table(rd.split)
-    table = table[table["split"] == "test"]
-    cache, table, _ = cache_table(table, int(man["input_size"]), load_config(rd.config).get("cache_root"),
-                                  show_progress=False)
-    x = torch.from_numpy(np.asarray(cache.pixels[cache.slots(table["path"].tolist())], np.float32) / 255.0)[:, None]
-    meta = (torch.from_numpy(encode_metadata(table, tuple(man["metadata"])).astype(np.float32))
-            if man["metadata"] else None)
-    logits = []
-    for entry in man["members"]:
-        model = build_model(man["arch"], len(man["labels"]), pretrained=None, freeze=man.get("freeze", "none"),
-                            metadata=tuple(man["metadata"]), input_size=int(man["input_size"]))
-        model.load_state_dict(rd.load_member_state(entry))
-        net = InferenceNet(model).eval()
-        with torch.no_grad():
-            logits.append(torch.cat([net(x[i:i + 32], None if meta is None else meta[i:i + 32]).double()
-                                     for i in range(0, len(x), 32)]).numpy())
-    return table.reset_index(drop=True), np.mean(logits, axis=0)
+    rt = open_run_table(run)
+    pred = chestdx.load(run, gate=None)  # cached, already valid pixels
+    table = rt.rows("test")
+    cache, table, _ = cache_table(table, pred.input_size, rt.cache_root, show_progress=False)
+    pixels = np.asarray(cache.pixels[cache.slots(table["path"].tolist())])
+    meta = encode_metadata(table, pred.metadata) if pred.metadata else None
+    return table.reset_index(drop=True), pred.logits(pixels, meta).astype(np.float64)
 
 
 def _pred_table(table: pd.DataFrame, labels: list[str], probs: np.ndarray) -> pd.DataFrame:
