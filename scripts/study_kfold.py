@@ -187,13 +187,14 @@ def _f(v, nd=3) -> str:
 def write_docs(res: dict, table: pd.DataFrame, summary: dict, folds: int, out: Path) -> None:
     """Replace the K-fold section of docs/results.md (between its markers) with this run's numbers."""
     k = f"kfold{folds}"
+    train_args = " ".join(filter(None, [_rel(out), _sets_arg(out / k)]))
     names = list(res)
     lines = [MARK_BEGIN, "## K-fold ensemble vs single model, per-label calibration, operating points (issue 11)", "",
-             f"Produced by `python scripts/study_kfold.py train --out {_rel(out)} {_sets_arg(out / k)}` then "
+             f"Produced by `python scripts/study_kfold.py train --out {train_args}` then "
              f"`python scripts/study_kfold.py analyze --out {_rel(out)} --write-docs` on "
-             f"{time.strftime('%Y-%m-%d')} (2 CPU cores shared with other jobs). Same patient-grouped split as "
-             "above (test untouched by training, calibration and thresholds).", "", settings_note(out / k), "",
-             BUDGET_NOTE, "",
+             f"{time.strftime('%Y-%m-%d')} (2 CPU cores; other jobs shared them during part of the K = 1 run). Same "
+             "patient-grouped split as above (test untouched by training, calibration and thresholds).", "",
+             settings_note(out / k), "", *([BUDGET_NOTE, ""] if changed_settings(out / k) else []),
              "**Rule for the default K, fixed before any test number was computed:** " + summary["default_k_rule"]
              + f". Evidence: OOF macro AUROC K={folds} {_f(res[k]['selection_auroc'])} vs validation macro AUROC "
              f"K=1 {_f(res['single']['selection_auroc'])}; K={folds} training {res[k]['train_seconds'] / 60:.1f} "
