@@ -39,9 +39,9 @@ def fit_run_ood(predictor: Predictor, table: pd.DataFrame, cache_root: str | Pat
         raise ValueError("OOD gate: fewer than 2 readable training images")
     val = split_features(predictor, table, "val", cache_root, None, seed, show_progress)
     stats = fit_stats(train, val if len(val) else np.zeros((0, train.shape[1])), quantile=quantile)
-    log.info("OOD gate fitted on %d train images (F=%d, shrinkage %.3f); threshold d2=%.1f at the %g quantile "
-             "of %d val images", stats.n_train, train.shape[1], stats.shrinkage or 0.0, stats.threshold,
-             quantile, stats.n_val)
+    log.info("OOD statistics (information only) fitted on %d train images (F=%d, shrinkage %.3f); threshold "
+             "d2=%.1f at the %g quantile of %d val images", stats.n_train, train.shape[1], stats.shrinkage or 0.0,
+             stats.threshold, quantile, stats.n_val)
     return stats
 
 
