@@ -18,10 +18,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
+
+from chestdx.inference.calibration import apply_calibrator  # the one calibrator rule (also imported from here)
 
 MIN_POS_ISOTONIC = 30
 ISOTONIC_CLIP = 1e-3
@@ -52,21 +53,6 @@ def fit_isotonic(z: np.ndarray, y: np.ndarray) -> dict:
     iso = IsotonicRegression(y_min=ISOTONIC_CLIP, y_max=1.0 - ISOTONIC_CLIP, increasing=True, out_of_bounds="clip")
     iso.fit(np.asarray(z, np.float64), np.asarray(y, np.float64))
     return {"method": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
-
-
-def apply_calibrator(cal: dict, z: np.ndarray) -> np.ndarray:
-    """Calibrated probabilities for logits ``z`` (same rule as the numpy reader in inference.calibration)."""
-    z = np.asarray(z, np.float64)
-    method = cal["method"]
-    if method == "platt":
-        return expit(cal["a"] * z + cal["b"])
-    if method == "isotonic":
-        return np.interp(z, cal["x"], cal["y"])
-    if method == "temperature":
-        return expit(z / cal["t"])
-    if method == "identity":
-        return expit(z)
-    raise ValueError(f"unknown calibrator {method!r}")
 
 
 def log_loss(y: np.ndarray, p: np.ndarray) -> float:

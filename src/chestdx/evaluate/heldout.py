@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from chestdx.evaluate.bootstrap import group_codes, patient_counts
-from chestdx.evaluate.calibration import expected_calibration_error, logit
+from chestdx.evaluate.calibration import expected_calibration_error
+from chestdx.evaluate.calibrators import logits_from_probs
 from chestdx.evaluate.metrics import multilabel_core
 from chestdx.evaluate.tables import infer_labels, split_arrays
 from chestdx.evaluate.thresholds import operating_point_core
@@ -60,7 +61,7 @@ def evaluate_heldout(pred: pd.DataFrame, calibration: Calibration, labels: Seque
     counts = patient_counts(codes, n_boot, seed)
     metrics, _ = multilabel_core(test.y, test.p, codes, counts, labels, min_pos, min_neg, ci)
     cols = [calibration.labels.index(lab) for lab in labels]
-    z = logit(test.p)
+    z = logits_from_probs(test.p)  # the inversion calibration was fitted with
     full = np.zeros((len(z), len(calibration.labels)))
     full[:, cols] = z
     p_cal = calibration.apply(full)[:, cols]

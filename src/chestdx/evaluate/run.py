@@ -51,7 +51,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     from chestdx.evaluate.calibrate import calibrate_run
     from chestdx.evaluate.heldout import evaluate_heldout
     from chestdx.inference.calibration import Calibration
-    from chestdx.inference.ood_fit import fit_ood_for_run
+    from chestdx.inference.ood_fit import write_run_ood
     from chestdx.inference.run_table import open_run_table
 
     rt = open_run_table(run_dir, data)
@@ -76,7 +76,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
         result["plots"]["reliability_oof"] = "plots/reliability.png"
     run.metrics.write_text(json.dumps(result, indent=2, allow_nan=False))
     try:
-        fit_ood_for_run(run.path, data, predictor=predictor, seed=seed, show_progress=show_progress)
+        write_run_ood(rt, predictor, seed=seed, show_progress=show_progress)  # the run table opened above
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         log.warning("OOD statistics not fitted: %s", err)
     return result

@@ -22,6 +22,22 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free logistic
 
 
+def apply_calibrator(cal: dict[str, Any], z: np.ndarray) -> np.ndarray:
+    """Calibrated probabilities for logits ``z`` under one sidecar calibrator (the only implementation: fitting in
+    ``chestdx.evaluate.calibrators`` uses it too)."""
+    z = np.asarray(z, np.float64)
+    method = cal.get("method")
+    if method == "platt":
+        return _sigmoid(float(cal["a"]) * z + float(cal["b"]))
+    if method == "isotonic":
+        return np.interp(z, np.asarray(cal["x"], np.float64), np.asarray(cal["y"], np.float64))
+    if method == "temperature":
+        return _sigmoid(z / float(cal["t"]))
+    if method == "identity":
+        return _sigmoid(z)
+    raise ValueError(f"calibration sidecar: unknown calibrator method {method!r}")
+
+
 def _canonical_policy(name: str) -> str:
     """``balanced``; ``sensitivity:0.9`` -> ``sensitivity:0.90``; unknown names pass through (then not found)."""
     try:
@@ -93,21 +109,8 @@ class Calibration:
         out = np.empty_like(z)
         for j, label in enumerate(self.labels):
             cal = (self.entries.get(label) or {}).get("calibrator") or {"method": "identity"}
-            out[:, j] = self._apply_one(cal, z[:, j])
+            out[:, j] = apply_calibrator(cal, z[:, j])
         return out
-
-    @staticmethod
-    def _apply_one(cal: dict[str, Any], z: np.ndarray) -> np.ndarray:
-        method = cal.get("method")
-        if method == "platt":
-            return _sigmoid(float(cal["a"]) * z + float(cal["b"]))
-        if method == "isotonic":
-            return np.interp(z, np.asarray(cal["x"], np.float64), np.asarray(cal["y"], np.float64))
-        if method == "temperature":
-            return _sigmoid(z / float(cal["t"]))
-        if method == "identity":
-            return _sigmoid(z)
-        raise ValueError(f"calibration sidecar: unknown calibrator method {method!r}")
 
     # -- operating points ------------------------------------------------------------------------------
     def set_policy(self, name: str) -> None:

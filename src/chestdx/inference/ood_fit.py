@@ -13,6 +13,7 @@ import pandas as pd
 from chestdx.data.pipeline import cache_table
 from chestdx.inference.ood import OODStats, fit_stats
 from chestdx.inference.predictor import Predictor
+from chestdx.inference.run_table import RunTable, open_run_table
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,12 @@ def fit_run_ood(predictor: Predictor, table: pd.DataFrame, cache_root: str | Pat
 def fit_ood_for_run(run_dir: str | Path, data: str | Path | None = None, predictor: Predictor | None = None,
                     **kwargs: Any) -> OODStats:
     """Fit the OOD statistics of a run dir (train features, val threshold) and write ``ood.npz``."""
-    from chestdx.inference.run_table import open_run_table
-
     rt = open_run_table(run_dir, data)
-    predictor = predictor or Predictor.from_run(rt.run.path, gate=None)
+    return write_run_ood(rt, predictor or Predictor.from_run(rt.run.path, gate=None), **kwargs)
+
+
+def write_run_ood(rt: RunTable, predictor: Predictor, **kwargs: Any) -> OODStats:
+    """Fit on an already opened run (``fit_run_ood`` arguments in ``kwargs``) and write its ``ood.npz``."""
     stats = fit_run_ood(predictor, rt.table, rt.cache_root, **kwargs)
     rt.run.write_ood(stats.to_dict(arrays=True))
     return stats

@@ -35,6 +35,8 @@ class Predictor:
         self.arch = info.get("arch")
         self.calibration = calibration or Calibration.none(self.labels)
         self.ood = _ood_stats(ood)
+        # facts for describe(): the ONNX sidecar holds them without the arrays (they are graph constants)
+        self._ood_summary = None if not ood else {k: v for k, v in ood.items() if k not in ("mean", "precision")}
         self.gate = gate
 
     # -- loading ------------------------------------------------------------------------------------------
@@ -58,11 +60,8 @@ class Predictor:
             return cls(backend, info, None, ood, _gate(gate))
         info = run.manifest()
         backend = TorchBackend(load_members(run, info), device=device)
-        side = run.read_calibration()
-        calibration = Calibration.from_sidecar(side, info["labels"]) if side else None
-        if calibration is not None and policy:
-            calibration.set_policy(policy)
-        return cls(backend, info, calibration, run.read_ood(), _gate(gate))
+        return cls(backend, info, _calibration(run.read_calibration(), info["labels"], policy), run.read_ood(),
+                   _gate(gate))
 
     @classmethod
     def from_onnx(cls, onnx_path: str | Path, threads: int | None = None, gate: Any = "default",
@@ -72,10 +71,7 @@ class Predictor:
 
         side = read_sidecar(onnx_path)
         backend = OnnxBackend(onnx_path, side.get("meta_missing"), threads=threads)
-        calibration = (Calibration.from_sidecar(side["calibration"], side["manifest"]["labels"])
-                       if side.get("calibration") else None)
-        if calibration is not None and policy:
-            calibration.set_policy(policy)
+        calibration = _calibration(side.get("calibration"), side["manifest"]["labels"], policy)
         return cls(backend, side["manifest"], calibration, side.get("ood"), _gate(gate))
 
     # -- model access -------------------------------------------------------------------------------------
@@ -234,11 +230,21 @@ class Predictor:
                 "members": len(self.info.get("members") or [None]), "ensemble": self.info.get("ensemble"),
                 "calibration": self.calibration.to_dict(), "thresholds": self.calibration.thresholds(),
                 "quality_gate": None if self.gate is None else _gate_info(self.gate),
-                "ood": None if self.ood is None else self.ood.to_dict(arrays=False), "note": DISCLAIMER}
+                "ood": self._ood_summary, "note": DISCLAIMER}
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
+
+
+def _calibration(side: dict[str, Any] | None, labels: list[str], policy: str | None) -> Calibration | None:
+    """The run's calibration sidecar (None: uncalibrated) at ``policy`` (None: the sidecar's own)."""
+    if not side:
+        return None
+    calibration = Calibration.from_sidecar(side, labels)
+    if policy:
+        calibration.set_policy(policy)
+    return calibration
 
 
 def _gate(gate: Any) -> Any:
