@@ -60,9 +60,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, split: str
     if not run.oof.is_file():  # K = 1 run trained before oof.csv existed: validation predictions
         val = predict_table(predictor, rt.rows("val"), rt.cache_root, show_progress)
         val.assign(fold=0).to_csv(run.oof, index=False)
-    cal_cfg = rt.config.get("calibration") or {}
-    calibrate_run(run.path, policy=policy or cal_cfg.get("policy"), prevalence=prevalence,
-                  min_positives=int(min_positives or cal_cfg.get("min_positives", 10)), n_boot=n_boot, seed=seed)
+    calibrate_run(run.path, policy=policy, prevalence=prevalence, min_positives=min_positives, n_boot=n_boot,
+                  seed=seed)  # None: the run config's calibration section
     predictor.calibration = Calibration.from_sidecar(run.read_calibration(), predictor.labels)
     pred = predict_table(predictor, rt.rows("val", split), rt.cache_root, show_progress, calibrated=True)
     pred.to_csv(run.predictions, index=False)

@@ -76,7 +76,7 @@ def choose_labels(df: pd.DataFrame, config: dict[str, Any]) -> list[str]:
             raise ValueError(f"labels {missing} are not columns of the dataset")
         return list(config["labels"])
     train = df[df[FOLD] >= 0] if FOLD in df.columns else df[df["split"] == "train"]
-    need = int(config.get("min_positives", 1))
+    need = int(config["min_positives"])
     chosen = [lb for lb in label_columns(df) if np.nansum(train[lb]) >= need
               and (train[lb] == 0).sum() >= need]
     if not chosen:
@@ -107,7 +107,7 @@ class PreparedData:
 def prepare_data(config: dict[str, Any], split_csv: str | Path | None = None,
                  show_progress: bool = True, labels: list[str] | None = None) -> PreparedData:
     """Index -> split (or a saved split) -> K-fold assignment (``config["folds"]`` > 1) -> labels -> cache."""
-    folds = check_folds(config.get("folds", 1))
+    folds = check_folds(config["folds"])
     if split_csv is not None:
         table = read_table(split_csv)
         result = audit_split(table)

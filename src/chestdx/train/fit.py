@@ -92,8 +92,8 @@ def build_module(config: dict[str, Any], data: PreparedData) -> ChestModule:
     train = data.table[data.table["split"] == "train"]
     loss = build_loss(config["loss"], train[data.labels].to_numpy())
     module = ChestModule(model, loss, config["optimizer"], config["scheduler"], data.labels,
-                         monitor_min_positives=int(config["early_stopping"].get("min_val_positives", 1)),
-                         channels_last=bool(config.get("channels_last", False)))
+                         monitor_min_positives=int(config["early_stopping"]["min_val_positives"]),
+                         channels_last=bool(config["channels_last"]))
     if module.channels_last:
         module.model.to(memory_format=torch.channels_last)
     return module
@@ -142,7 +142,7 @@ def _model_info(module: ChestModule, data: PreparedData, config: dict[str, Any])
     return {"arch": model.arch, "labels": list(data.labels), "input_size": int(config["image_size"]),
             "mean": [float(v) for v in model.mean], "std": [float(v) for v in model.std],
             "metadata": list(model.metadata), "pretrained": config["model"].get("pretrained"),
-            "freeze": config["model"].get("freeze", "none"), "config_name": config.get("name")}
+            "freeze": config["model"]["freeze"], "config_name": config["name"]}
 
 
 def _fold_data(data: PreparedData, fold: int, k: int) -> PreparedData:
@@ -166,7 +166,7 @@ def train_fold(config: dict[str, Any], data: PreparedData, run: RunDir, fold: in
     module = build_module(config, fdata)
     callbacks: list[Callback] = [
         EarlyStopping(monitor=MONITOR, mode="max", patience=int(config["early_stopping"]["patience"]),
-                      min_delta=float(config["early_stopping"].get("min_delta", 0.0))),
+                      min_delta=float(config["early_stopping"]["min_delta"])),
         ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="max", save_last=True,
                         enable_version_counter=False),
         EpochSummary(tag),
@@ -260,7 +260,7 @@ def fit(config: dict[str, Any], out_dir: str | Path, split_csv: str | Path | Non
             raise FileNotFoundError(f"{run.config}: missing; nothing to resume in {run.path}")
         config = load_config(run.config)
         split_csv = run.split
-    k = check_folds(config.get("folds", 1))
+    k = check_folds(config["folds"])
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
     is_zero = rank_zero_only.rank == 0
