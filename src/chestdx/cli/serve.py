@@ -7,6 +7,13 @@ from pathlib import Path
 import typer
 
 from chestdx.cli._common import console, exit_for_counts, fail, progress, user_errors
+from chestdx.serve.guard import (
+    DEFAULT_ALLOWED_HOSTS,
+    DEFAULT_MAX_HEATMAPS,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_UPLOAD,
+    DEFAULT_MAX_WORKERS,
+)
 
 PANEL = "Predict and serve"
 THREADS_HELP = "CPU threads for inference (default: library default; use 1 on a machine whose cores are busy)."
@@ -72,7 +79,8 @@ def predict(run_dir: Path = typer.Argument(..., help="Run directory (or an expor
         from chestdx.serve.distributed import predict_distributed
 
         predict_distributed(run_dir, files, out, devices=devices, num_nodes=num_nodes, batch_size=batch_size,
-                            threads=threads, progress=show_progress, policy=policy, trust=trust_run)
+                            threads=threads, progress=show_progress, policy=policy, trust=trust_run,
+                            quality_gate=quality_gate)
         rows = _read_rows(out)
         n_err = sum(bool(r.get("error")) for r in rows)
         console.print(f"{len(rows) - n_err} images predicted, {n_err} failed on {devices * num_nodes} processes "
@@ -103,16 +111,19 @@ def predict(run_dir: Path = typer.Argument(..., help="Run directory (or an expor
 def serve(run_dir: Path = typer.Argument(..., help="Run directory (or an exported .onnx file: no heatmaps)."),
           host: str = typer.Option("127.0.0.1", help="Interface to bind (keep 127.0.0.1 unless behind a proxy)."),
           port: int = typer.Option(8000, help="TCP port."),
-          max_upload_mb: float = typer.Option(32.0, help="Largest accepted upload in MiB (413 beyond)."),
+          max_upload_mb: float = typer.Option(DEFAULT_MAX_UPLOAD / 2**20, help="Largest accepted upload in MiB "
+                                              "(413 beyond)."),
           threads: int | None = typer.Option(None, help=THREADS_HELP),
           policy: str | None = typer.Option(None, help=POLICY_HELP),
           allowed_host: list[str] = typer.Option([], "--allowed-host", help="Host header to serve (repeatable; "
                                                  "default localhost, 127.0.0.1, [::1]; '*' = any)."),
           allowed_origin: list[str] = typer.Option([], "--allowed-origin", help="Other web origin allowed to POST "
                                                    "(repeatable; enables CORS for exactly these). Default: none."),
-          max_workers: int = typer.Option(2, help="Uploads processed at once."),
-          max_queue: int = typer.Option(64, help="Uploads waiting beyond that; more get 503 + Retry-After."),
-          max_heatmaps: int = typer.Option(4, help="Grad-CAM maps per request at most (422 beyond)."),
+          max_workers: int = typer.Option(DEFAULT_MAX_WORKERS, help="Uploads processed at once."),
+          max_queue: int = typer.Option(DEFAULT_MAX_QUEUE, help="Uploads waiting beyond that; more get 503 + "
+                                        "Retry-After."),
+          max_heatmaps: int = typer.Option(DEFAULT_MAX_HEATMAPS, help="Grad-CAM maps per request at most (422 "
+                                           "beyond)."),
           trust_run: bool = typer.Option(False, "--trust-run", help=TRUST_HELP),
           ) -> None:
     """Web page + JSON API (POST /api/predict, GET /api/health, GET /api/model; docs at /docs).
@@ -131,8 +142,6 @@ def serve(run_dir: Path = typer.Argument(..., help="Run directory (or an exporte
 
     hosts = list(allowed_host) or None
     if hosts is None and host not in ("127.0.0.1", "localhost", "::1"):
-        from chestdx.serve.guard import DEFAULT_ALLOWED_HOSTS
-
         hosts = [*DEFAULT_ALLOWED_HOSTS, host]  # requests addressed to the bound interface
         console.print(f"[yellow]note:[/yellow] serving on {host}: Host headers other than {', '.join(hosts)} get 400 "
                       "(add names with --allowed-host); put TLS and authentication in a reverse proxy")

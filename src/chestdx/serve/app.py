@@ -34,17 +34,23 @@ from chestdx import __version__
 from chestdx.inference.prediction import QualityRefused
 from chestdx.io import ImageReadError, sniff_format
 from chestdx.notice import DISCLAIMER
-from chestdx.serve.guard import DEFAULT_ALLOWED_HOSTS, SAFE_METHODS, Admission, Busy, origin_allowed
+from chestdx.serve.guard import (
+    DEFAULT_ALLOWED_HOSTS,
+    DEFAULT_BODY_BUDGET,
+    DEFAULT_MAX_HEATMAPS,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_UPLOAD,
+    DEFAULT_MAX_WORKERS,
+    SAFE_METHODS,
+    Admission,
+    Busy,
+    origin_allowed,
+)
 from chestdx.serve.images import heatmap_png, preview_png
 from chestdx.serve.uploads import MultipartCollector, UploadError, safe_name
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_UPLOAD = 32 * 1024 * 1024
-DEFAULT_MAX_HEATMAPS = 4
-DEFAULT_MAX_WORKERS = 2
-DEFAULT_MAX_QUEUE = 64
-DEFAULT_BODY_BUDGET = 256 * 1024 * 1024
 MULTIPART_OVERHEAD = 16 * 1024  # boundary lines and part headers around the file
 NOTICE = DISCLAIMER
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {

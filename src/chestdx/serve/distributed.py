@@ -193,7 +193,7 @@ def _under_launcher() -> bool:
 def predict_distributed(model: str | Path, paths: Sequence[str | Path], out: str | Path, devices: int = 1,
                         num_nodes: int = 1, batch_size: int = 16, num_workers: int | None = None,
                         threads: int | None = None, accelerator: str = "cpu", progress: bool = False,
-                        policy: str | None = None, trust: bool = False) -> Path:
+                        policy: str | None = None, trust: bool = False, quality_gate: bool = True) -> Path:
     """Predict ``paths`` (files, already expanded) on ``devices`` processes per node x ``num_nodes`` nodes;
     write ``out`` (.csv / .json, the ``chestdx predict`` format) in input order. Returns ``out``.
 
@@ -206,7 +206,8 @@ def predict_distributed(model: str | Path, paths: Sequence[str | Path], out: str
                        accelerator=accelerator, batch_size=int(batch_size),
                        num_workers=2 if num_workers is None else int(num_workers),
                        threads=int(threads or max(1, cpus // max(1, devices))), progress=progress,
-                       extra={"started": time.time(), "load": {"policy": policy, "trust": trust}})
+                       extra={"started": time.time(), "load": {"policy": policy, "trust": trust,
+                                                                   "gate": "default" if quality_gate else None}})
     Path(spec.out).parent.mkdir(parents=True, exist_ok=True)
     if spec.devices * spec.num_nodes == 1 or _under_launcher():
         run_spec(spec)

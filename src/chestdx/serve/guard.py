@@ -22,6 +22,12 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 DEFAULT_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+# The server's limits (create_app and `chestdx serve` share them; this module imports no web framework)
+DEFAULT_MAX_UPLOAD = 32 * 1024 * 1024
+DEFAULT_MAX_HEATMAPS = 4
+DEFAULT_MAX_WORKERS = 2
+DEFAULT_MAX_QUEUE = 64
+DEFAULT_BODY_BUDGET = 256 * 1024 * 1024
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
