@@ -16,11 +16,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from chestdx.io import ImageReadError, decode_image_bytes, read_image
 from conftest import data_root
+from test_io import make_dicom
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about every broken element
 
@@ -47,20 +46,8 @@ def _enc(im: Image.Image, fmt: str, **kw) -> bytes:
 
 
 def _dicom(px: np.ndarray, photometric: str = "MONOCHROME2", **attrs) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("f.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
-    ds.Rows, ds.Columns = px.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (px.astype(np.uint16) * 16).astype("<u2").tobytes()
-    for k, v in attrs.items():
-        setattr(ds, k, v)
     buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
+    make_dicom(px.astype(np.uint16) * 16, photometric, **attrs).save_as(buf, enforce_file_format=True)
     return buf.getvalue()
 
 
