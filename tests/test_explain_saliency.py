@@ -281,3 +281,60 @@ def test_end_to_end_on_phantom_masses():
     assert exact.loc["smoothgrad", "hit_rate"] >= 0.7 and exact.loc["smoothgrad", "chance"] <= 0.05, exact
     for method in ("gradcam", "gradcampp"):
         assert coarse.loc[method, "hit_rate"] >= 0.5 and coarse.loc[method, "chance"] <= 0.1, coarse
+
+
+def _reference_cam(model: nn.Module, x: torch.Tensor, idx: torch.Tensor, plus: bool) -> np.ndarray:
+    """Grad-CAM / Grad-CAM++ written out with plain autograd on the FULL graph (pixels and parameters requiring
+    grad, no MONAI): the independent check of the graph-cut shortcut in ``saliency_maps``."""
+    model.eval()
+    layer = dict(model.named_modules())[model.cam_layer]
+    grid = getattr(model, "patch_grid", None)
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_m, _i, out):
+        store["a"] = out.detach().clone()
+        out.register_hook(lambda g: store.__setitem__("g", g))
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        logits = model(x.clone().requires_grad_(True))
+        logits.gather(1, idx[:, None]).sum().backward()
+    finally:
+        handle.remove()
+    a, g = store["a"], store["g"]
+    if grid is not None:
+        a, g = tokens_to_grid(a, grid), tokens_to_grid(g, grid)
+    if plus:
+        alpha = g.pow(2) / (2 * g.pow(2) + (a * g.pow(3)).sum((2, 3), keepdim=True) + 1e-7)
+        w = (alpha * F.relu(g)).sum((2, 3), keepdim=True)
+    else:
+        w = g.mean((2, 3), keepdim=True)
+    cam = F.relu((w * a).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    lo = cam.amin((1, 2), keepdim=True)
+    span = cam.amax((1, 2), keepdim=True) - lo
+    return (torch.where(span > 0, (cam - lo) / span.clamp_min(1e-30), 0.0)).detach().numpy()
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp"])
+@pytest.mark.parametrize("arch", ["simple_cnn", "densenet121", "efficientnet_lite0", "vit_b16"])
+def test_cam_matches_full_graph_reference_on_chestdx_models(method, arch):
+    """The CAM path starts autograd at the target layer (cheap backward); maps must equal the full-graph ones.
+    Models as the Predictor runs them (``InferenceNet``: 1-channel [0, 1] pixels in)."""
+    from chestdx.models import build_model
+    from chestdx.models.inference_net import InferenceNet
+    from chestdx.models.vit import ViTConfig
+
+    torch.manual_seed(0)
+    small_vit = ViTConfig(img_size=32, patch_size=16, hidden_size=32, mlp_dim=64, num_layers=2, num_heads=2)
+    kw = {"cfg": small_vit} if arch == "vit_b16" else {}
+    size = 32 if arch == "vit_b16" else 64
+    net = InferenceNet(build_model(arch, 3, input_size=size, **kw))
+    before = [p.requires_grad for p in net.parameters()]
+    x, idx = torch.rand(3, 1, size, size), torch.tensor([0, 2, 1])
+    got = saliency_maps(net, x, idx, method=method)
+    ref = _reference_cam(net, x, idx, plus=method == "gradcampp")
+    assert got.shape == ref.shape == (3, size, size)
+    assert float(ref.max()) == pytest.approx(1.0)  # a real map, not all zeros
+    assert float(np.abs(got - ref).max()) < 1e-4
+    assert [p.requires_grad for p in net.parameters()] == before

@@ -60,12 +60,22 @@ class _HookedModel(ModelWithHooks):
             self.handles.append(modules[layer].register_forward_hook(self._fwd_hook(layer)))
 
     def _fwd_hook(self, name: str):
-        def hook(_module: nn.Module, _inp: Any, out: Any) -> None:
+        def hook(_module: nn.Module, _inp: Any, out: Any) -> Any:
             t = out[0] if isinstance(out, (tuple, list)) else out
             # clone: a later in-place op (e.g. F.relu(inplace=True)) must not change the stored activation
             self.activations[name] = tokens_to_grid(t.detach().clone(), self.patch_grid)
+            replaced = None
+            if not t.requires_grad and torch.is_grad_enabled():
+                # Grad-CAM needs d score / d activation only: start the autograd graph here (the input and the
+                # frozen parameters do not require grad), so the backward pass stops at this layer instead of
+                # running through the whole backbone to the pixels. Same gradient, a fraction of the cost.
+                # clone(): a non-leaf, so later in-place ops (ReLU(inplace=True)) stay legal.
+                t = replaced = t.detach().requires_grad_(True).clone()
             if t.requires_grad:  # a tensor hook sees the gradient of this version, even if modified in place later
                 t.register_hook(lambda g: self.gradients.__setitem__(name, tokens_to_grid(g, self.patch_grid)))
+            if replaced is None:
+                return None
+            return replaced if not isinstance(out, (tuple, list)) else type(out)([replaced, *out[1:]])
 
         return hook
 
@@ -217,7 +227,9 @@ def saliency_maps(
                 out = []
                 for i in range(0, b, bs):
                     sl = slice(i, i + bs)
-                    xb = xt[sl].detach().clone().requires_grad_(True)
+                    # CAM methods start the graph at the target layer (see _HookedModel); only the input-gradient
+                    # methods need the pixels to require grad.
+                    xb = xt[sl].detach().clone().requires_grad_(method == "vanilla")
                     if method == "vanilla":
                         out.extend(_BatchVanillaGrad(hooked)(xb, idx[sl], **_kw(mt, sl)).abs().amax(1))
                     else:
