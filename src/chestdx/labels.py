@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 NIH_LABELS: tuple[str, ...] = (
     "Atelectasis",
     "Cardiomegaly",
@@ -54,3 +57,19 @@ def canonical_label(name: str) -> str:
 def label_column(label: str) -> str:
     """Name of the probability column for ``label`` in predictions tables."""
     return f"prob_{label}"
+
+
+def predictions_table(rows: Any, labels: Sequence[str], logits: Any) -> Any:
+    """The predictions table of docs/contracts.md (``predictions.csv``, ``oof.csv``): ``image_id, patient_id,
+    split, [fold,]`` from ``rows`` (a DataFrame), the true label columns (NaN where ``rows`` lacks one), then
+    ``prob_<Label>`` = sigmoid of ``logits`` (N, L) in float64 (invertible to a logit far into the tails)."""
+    import numpy as np
+
+    probs = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    out = rows[[c for c in ("image_id", "patient_id", "split", "fold") if c in rows.columns]].reset_index(drop=True)
+    out = out.copy()
+    for label in labels:
+        out[label] = rows[label].to_numpy() if label in rows.columns else np.nan
+    for j, label in enumerate(labels):
+        out[label_column(label)] = probs[:, j]
+    return out

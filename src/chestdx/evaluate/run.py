@@ -13,7 +13,7 @@ import pandas as pd
 from chestdx.data.pipeline import cache_table
 from chestdx.evaluate.plots import plot_evaluation
 from chestdx.inference.predictor import Predictor
-from chestdx.labels import label_column
+from chestdx.labels import predictions_table
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +30,7 @@ def predict_table(predictor: Predictor, table: pd.DataFrame, cache_root: str | P
     pixels = cache.pixels[cache.slots(table["path"].tolist())]
     meta = encode_metadata(table, predictor.metadata) if predictor.metadata else None
     z = predictor.logits(np.asarray(pixels), meta)
-    probs = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
-    cols = [c for c in ("image_id", "patient_id", "split", "fold") if c in table.columns]
-    out = table[cols].reset_index(drop=True).copy()
-    for j, label in enumerate(predictor.labels):
-        out[label] = table[label].to_numpy() if label in table.columns else np.nan
-        out[label_column(label)] = probs[:, j]
+    out = predictions_table(table, predictor.labels, z)
     if calibrated:
         cal = predictor.calibration.apply(z)
         for j, label in enumerate(predictor.labels):

@@ -110,18 +110,11 @@ def predict_split(module: ChestModule, data: PreparedData, config: dict[str, Any
 
 def oof_frame(data: PreparedData, fold: int, logits: np.ndarray, split_of: pd.Series) -> pd.DataFrame:
     """Predictions table (contracts.md) of one fold's validation rows: ids, original split, fold, truth, prob_."""
-    from chestdx.labels import label_column
+    from chestdx.labels import predictions_table
 
-    part = data.table[data.table["split"] == "val"]
-    out = part[["image_id", "patient_id"]].reset_index(drop=True).copy()
-    out["split"] = split_of.loc[part.index].to_numpy()
-    out["fold"] = fold
-    for label in data.labels:
-        out[label] = part[label].to_numpy()
-    probs = 1.0 / (1.0 + np.exp(-logits))  # float64: stays invertible (logit) far into the tails
-    for j, label in enumerate(data.labels):
-        out[label_column(label)] = probs[:, j]
-    return out
+    part = data.table[data.table["split"] == "val"].assign(fold=fold)
+    part["split"] = split_of.loc[part.index].to_numpy()
+    return predictions_table(part, data.labels, logits)
 
 
 def merge_training_logs(log_dir: Path) -> None:
