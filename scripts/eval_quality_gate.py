@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import qg_eval as E
-from train_quality_gate import REPO, Pools
+from qg_pools import Pools
 
 from chestdx.inference.quality import CLASSES, QualityGate
 from chestdx.io import read_image
+
+REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS = {  # whole-file changes a different hospital might make; the gate should still say "ok"
     "crop to 0.8 aspect (portrait)": lambda a: a[:, int(a.shape[1] * 0.1): a.shape[1] - int(a.shape[1] * 0.1)],

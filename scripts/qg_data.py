@@ -22,6 +22,8 @@ from chestdx.data.transforms import to_uint8_square
 SIZE = 64  # gate input
 BASE = 128  # augmentation source
 HALF_CROPS = [True]  # include "one half of a CXR" negatives (set by the training script)
+REFLECT_PAD = [0.0]  # share of zoom-outs padded by reflection instead of a flat border (set by the training script)
+GEOM = {"crop_min": 0.72, "pad_p": 0.35, "pad_max": 0.2}  # crop keeps >= crop_min of a side; zoom-out pads
 CLASSES = ("frontal", "rot90", "rot180", "rot270", "inverted", "not_cxr")
 WORDS = ("PA AP L R LEFT RIGHT PORTABLE SUPINE ERECT UPRIGHT CHEST 1 2 3 4 5 6 7 8 9 0 mAs kV DR CR ID "
          "patient report radiograph findings impression normal heart lungs no acute date time").split()
@@ -133,17 +135,21 @@ def augment_cxr(base: np.ndarray, rng: np.random.Generator, strength: float = 1.
     collimation, burned-in text, photometric changes, mirror. 128 px uint8 -> 64 px uint8."""
     s = base.shape[0]
     im = Image.fromarray(base)
-    if rng.random() < 0.8 * strength:  # crop: each side keeps 72-100% (changes aspect and zoom)
-        cw, ch = (int(s * rng.uniform(0.72, 1.0)) for _ in range(2))
+    if rng.random() < 0.8 * strength:  # crop: each side keeps 72-100% by default (changes aspect and zoom)
+        cw, ch = (int(s * rng.uniform(GEOM["crop_min"], 1.0)) for _ in range(2))
         x0, y0 = int(rng.integers(0, s - cw + 1)), int(rng.integers(0, s - ch + 1))
         im = im.crop((x0, y0, x0 + cw, y0 + ch))
     border = int(rng.choice([0, 0, 255, int(rng.integers(0, 256))]))
-    if rng.random() < 0.35 * strength:  # zoom out / letterbox: pad each side 0-20%
+    if rng.random() < GEOM["pad_p"] * strength:  # zoom out / letterbox: pad each side 0-20% by default
         w, h = im.size
-        pads = [int(rng.uniform(0, 0.2) * (w if i % 2 == 0 else h)) for i in range(4)]
-        canvas = Image.new("L", (w + pads[0] + pads[2], h + pads[1] + pads[3]), border)
-        canvas.paste(im, (pads[0], pads[1]))
-        im = canvas
+        pads = [int(rng.uniform(0, GEOM["pad_max"]) * (w if i % 2 == 0 else h)) for i in range(4)]
+        if rng.random() < REFLECT_PAD[0]:  # more "body" around the thorax (wider field, e.g. pediatric films)
+            a = np.pad(np.asarray(im), ((pads[1], pads[3]), (pads[0], pads[2])), mode="reflect")
+            im = Image.fromarray(a).filter(ImageFilter.GaussianBlur(0.5))
+        else:
+            canvas = Image.new("L", (w + pads[0] + pads[2], h + pads[1] + pads[3]), border)
+            canvas.paste(im, (pads[0], pads[1]))
+            im = canvas
     if rng.random() < 0.6 * strength:
         im = im.rotate(float(rng.uniform(-10, 10)), Image.Resampling.BILINEAR, fillcolor=border)
     if rng.random() < 0.25 * strength:  # collimation: bars on some sides
