@@ -41,21 +41,6 @@ def refuse_threshold(probs: np.ndarray, true: np.ndarray, target: float, floor: 
     return _smallest_rate(probs[up, 5], np.ones(int(up.sum()), bool), grid, target)
 
 
-def refuse_argmax_threshold(probs: np.ndarray, true: np.ndarray, refuse: float, target: float,
-                            floor: float = 0.5) -> float:
-    """Smallest threshold of the second refusal rule (not_cxr is the arg-max and p(not_cxr) >= t) such that,
-    together with p(not_cxr) >= ``refuse``, <= target of the upright CXRs (true == 0) are refused."""
-    grid = np.round(np.arange(floor, 0.9995, 0.0025), 4)
-    up = true == 0
-    p_nc = probs[up, 5]
-    plain = p_nc >= refuse
-    top = probs[up].argmax(1) == 5
-    for t in grid:
-        if np.mean(plain | (top & (p_nc >= t))) <= target:
-            return float(t)
-    return float(grid[-1])
-
-
 def _smallest_rate(top: np.ndarray, bad: np.ndarray, grid: np.ndarray, target: float) -> float:
     for t in grid:
         if np.mean(bad & (top >= t)) <= target:

@@ -175,10 +175,9 @@ def export(model: nn.Module, thr: dict, args, pools: Pools, cross: dict) -> None
         "rotation_convention": "rotK = upright image turned as np.rot90(img, K) (K x 90 degrees counter-clockwise)",
         "thresholds": thr, "threshold_rule": (
             f"ok/correct: smallest thresholds (>= 0.5) with <= {args.target:.2%} of validation upright CXRs corrected "
-            f"and <= {args.target:.2%} of other validation images passed as ok; refuse (and refuse_argmax): the "
+            f"and <= {args.target:.2%} of other validation images passed as ok; refuse: the "
             f"largest of the validation choice and, for each leave-one-source-out model, the smallest threshold "
-            f"with <= {args.cross_target:.1%} of the unseen source's upright CXRs refused"
-            + (f" (refuse alone: <= {args.cross_target * args.refuse_share:.2%})" if "refuse_argmax" in thr else "")),
+            f"with <= {args.cross_target:.2%} of the unseen source's upright CXRs refused"),
         "cross_source_refuse_thresholds": cross,
         "training_sources": {"cxr": ["nih-sample", "nih-fullres", "kermany"], "negatives": kinds,
                              "evaluation_only_negatives": list(pools.held_out())},
@@ -233,9 +232,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--target", type=float, default=0.0025, help="max validation rate of each false action")
     ap.add_argument("--cross-target", type=float, default=0.01,
                     help="max false refusals of the unseen source's upright CXRs (leave-one-source-out)")
-    ap.add_argument("--refuse-share", type=float, default=1.0,
-                    help="< 1: the plain refusal threshold gets this share of --cross-target, the rest goes to the "
-                         "'not_cxr is the arg-max' rule (refuse_argmax); 1: no such rule")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--version", default="2")
@@ -262,14 +258,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def cross_thresholds(p: np.ndarray, y: np.ndarray, args) -> dict:
-    """Refusal threshold(s) that keep the unseen source's upright CXRs refused <= --cross-target."""
-    if args.refuse_share >= 1:
-        return {"refuse": E.refuse_threshold(p, y, args.cross_target)}
-    t = E.refuse_threshold(p, y, args.cross_target * args.refuse_share)
-    return {"refuse": t, "refuse_argmax": E.refuse_argmax_threshold(p, y, t, args.cross_target)}
-
-
 def main(argv: list[str]) -> None:
     args = parse(argv)
     torch.set_num_threads(args.threads)
@@ -289,25 +277,23 @@ def main(argv: list[str]) -> None:
     neg_test = {k: args.n_neg_test for k in (*P.NEG_WEIGHTS, *pools.held_out())}
     results: dict[str, dict] = {}
     model, loso, cross = None, {}, {}
-    if not args.no_loso:  # leave-one-source-out first: it sets the cross-source refusal threshold(s)
+    if not args.no_loso:  # leave-one-source-out first: it sets the cross-source refusal threshold
         for train_src, test_srcs in (("nih", ["kermany"]), ("kermany", list(NIH))):
             m, t, val = fit_and_evaluate(pools, [train_src], args, log)
             results[f"leave-one-source-out: trained on {train_src} only: validation split"] = val
             x, y, g = eval_set(pools, test_srcs, None, args.seed + 31, neg_test)
             loso[train_src] = (t, predict(m, x), y, g, test_srcs)
-            cross[train_src] = cross_thresholds(loso[train_src][1], y, args)
-            log(f"leave-one-out {train_src} -> {test_srcs}: refusal threshold(s) for <= {args.cross_target:.1%} "
+            cross[train_src] = E.refuse_threshold(loso[train_src][1], y, args.cross_target)
+            log(f"leave-one-out {train_src} -> {test_srcs}: refusal threshold for <= {args.cross_target:.1%} "
                 f"false refusals on the unseen source: {cross[train_src]}")
         for train_src, (t, p, y, g, test_srcs) in loso.items():
             other = cross["kermany" if train_src == "nih" else "nih"]  # cross-fitted: chosen on the other direction
-            t = dict(t, **{k: max(t["refuse"], v) for k, v in other.items()})
+            t = dict(t, refuse=max(t["refuse"], other))
             results[f"leave-one-source-out: trained on {train_src} only, tested on all of {'+'.join(test_srcs)} "
                     f"(refusal threshold from the other direction)"] = block(p, y, g, t)
     if not args.loso_only:
         model, thr, val = fit_and_evaluate(pools, ["nih", "kermany"], args, log)
-        for k in ("refuse", "refuse_argmax"):
-            if any(k in c for c in cross.values()):
-                thr[k] = max([thr["refuse"], *(c[k] for c in cross.values())])
+        thr["refuse"] = max([thr["refuse"], *cross.values()])
         log(f"shipped thresholds {thr} (refuse: max of validation and cross-source {cross})")
         results["shipped model: validation split (ok/correct thresholds chosen here)"] = val
         x, y, g = eval_set(pools, [*NIH, "kermany"], "test", args.seed + 21, neg_test)

@@ -36,19 +36,18 @@ def test_default_loads_package_data(gate: QualityGate) -> None:
     assert hashlib.sha256((assets / "quality_gate.onnx").read_bytes()).hexdigest() == card["onnx_sha256"]
     assert (assets / "quality_gate.onnx").stat().st_size < 1_000_000
     assert all(0.5 <= gate.thresholds[k] < 1 for k in ("ok", "correct", "refuse"))
-    assert gate.thresholds.get("refuse_argmax", 0.5) >= 0.5
     assert card["format"] in CARD_FORMATS
     assert QualityGate.default() is gate  # loaded once
 
 
 def test_older_card_format_loads_and_bad_cards_fail() -> None:
-    """A chestdx-quality-gate/1 card (no refuse_argmax) still loads; unknown formats and missing thresholds fail."""
+    """A chestdx-quality-gate/1 card still loads; unknown formats and missing thresholds fail."""
     assets = resources.files("chestdx.inference") / "assets"
     data = (assets / "quality_gate.onnx").read_bytes()
     card = json.loads((assets / "quality_gate.json").read_text())
     v1 = dict(card, format="chestdx-quality-gate/1", thresholds={"ok": 0.5, "correct": 0.5, "refuse": 0.85})
     g = QualityGate(data, v1)
-    assert "refuse_argmax" not in g.thresholds and g.assess(np.zeros((40, 40))).action in ACTIONS
+    assert g.thresholds["refuse"] == 0.85 and g.assess(np.zeros((40, 40))).action in ACTIONS
     with pytest.raises(ValueError, match="card format"):
         QualityGate(data, dict(card, format="chestdx-quality-gate/9"))
     with pytest.raises(ValueError, match="missing"):
@@ -78,11 +77,6 @@ def test_decide_rules() -> None:
     assert [CLASSES[v] for v in verdict] == ["frontal", "frontal", "rot180", "inverted", "not_cxr", "not_cxr",
                                              "rot90"]
     assert actions == ["ok", "uncertain", "corrected", "uncertain", "refused", "uncertain", "corrected"]
-    # second refusal rule: not_cxr is the arg-max and p(not_cxr) >= refuse_argmax
-    verdict, actions = decide(probs, dict(thr, refuse_argmax=0.7))
-    assert actions == ["ok", "uncertain", "corrected", "uncertain", "refused", "refused", "refused"]
-    assert [CLASSES[v] for v in verdict][5:] == ["not_cxr", "not_cxr"]
-    assert decide(probs, dict(thr, refuse_argmax=0.76))[1][5:] == ["uncertain", "corrected"]
 
 
 def test_correct_undoes_np_rot90_and_inversion() -> None:

@@ -24,7 +24,7 @@ from chestdx.data.transforms import to_uint8_square
 CLASSES = ("frontal", "rot90", "rot180", "rot270", "inverted", "not_cxr")
 ACTIONS = ("ok", "corrected", "refused", "uncertain")
 CARD_FORMAT = "chestdx-quality-gate/2"
-CARD_FORMATS = ("chestdx-quality-gate/1", CARD_FORMAT)  # /2 adds the optional "refuse_argmax" threshold
+CARD_FORMATS = ("chestdx-quality-gate/1", CARD_FORMAT)  # /2: same graph contract, card adds test_time_mirror
 _ROT_K = {"rot90": 1, "rot180": 2, "rot270": 3}
 _FOUND = {
     "rot90": "image rotated 90 degrees counter-clockwise (its top was on the left)",
@@ -82,8 +82,7 @@ class QualityResult:
 def decide(probs: np.ndarray, thresholds: dict[str, float]) -> tuple[np.ndarray, list[str]]:
     """(N, 6) class probabilities -> (verdict indices, actions) under the card's thresholds. Two stages:
 
-    1. refused when p(not_cxr) >= thresholds["refuse"], or (card format /2, optional) when not_cxr is the most
-       probable of all six classes and p(not_cxr) >= thresholds["refuse_argmax"];
+    1. refused when p(not_cxr) >= thresholds["refuse"];
     2. otherwise the orientation is the most probable of the five CXR classes: frontal -> "ok" when
        p(frontal) >= thresholds["ok"]; rotated/inverted -> "corrected" when its probability GIVEN a CXR,
        p(class) / (1 - p(not_cxr)), reaches thresholds["correct"]; anything else is "uncertain".
@@ -97,10 +96,9 @@ def decide(probs: np.ndarray, thresholds: dict[str, float]) -> tuple[np.ndarray,
     orient = probs[:, :5].argmax(1)
     p_or = probs[np.arange(len(probs)), orient]
     cond = p_or / np.maximum(1 - p_nc, 1e-12)
-    t_arg = thresholds.get("refuse_argmax", np.inf)
     actions = []
     for i, (nc, o, p, q) in enumerate(zip(p_nc, orient, p_or, cond, strict=True)):
-        if nc >= thresholds["refuse"] or (verdict[i] == 5 and nc >= t_arg):
+        if nc >= thresholds["refuse"]:
             actions.append("refused")
             verdict[i] = 5
         elif o == 0 and p >= thresholds["ok"]:
@@ -140,11 +138,10 @@ class QualityGate:
             raise ValueError(f"{source}: classes {card.get('classes')} differ from {list(CLASSES)}")
         self.card = card
         self.size = int(card["input_size"])
-        self.thresholds = {k: float(v) for k, v in card["thresholds"].items()
-                           if k in ("ok", "correct", "refuse", "refuse_argmax")}
-        missing = {"ok", "correct", "refuse"} - set(self.thresholds)
+        missing = {"ok", "correct", "refuse"} - set(card.get("thresholds", {}))
         if missing:
             raise ValueError(f"{source}: thresholds {sorted(missing)} missing")
+        self.thresholds = {k: float(card["thresholds"][k]) for k in ("ok", "correct", "refuse")}
         self.version = str(card.get("version"))
         self.transform = str(card.get("input_transform", "none"))
         opts = ort.SessionOptions()
