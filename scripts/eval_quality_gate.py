@@ -82,8 +82,11 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--seed", type=int, default=0)
     for w in ("skimage", "nilearn", "nibabel"):
         ap.add_argument(f"--{w}-wheel", type=Path, default=None, help="real non-CXR images (see the training script)")
+    ap.add_argument("--gate-onnx", type=Path, default=None,
+                    help="judge with this asset (its card: the same path with .json) instead of the shipped gate")
     args = ap.parse_args(argv)
-    gate = QualityGate.default(threads=2)
+    gate = (QualityGate.from_files(args.gate_onnx, args.gate_onnx.with_suffix(".json"), threads=2) if args.gate_onnx
+            else QualityGate.default(threads=2))
     pools = Pools(args.data, args.cache, args.seed,
                   {"skimage": args.skimage_wheel, "nilearn": args.nilearn_wheel, "nibabel": args.nibabel_wheel})
     t0 = time.perf_counter()
