@@ -2,9 +2,9 @@
 
 Everything is offline and seeded. CXRs are decoded once with ``chestdx.io.read_image`` and kept as
 ``to_uint8_square`` arrays: ``base`` (128 px, the augmentation source) and ``clean`` (64 px, exactly what the
-gate sees for the untouched file). Negatives (not a chest X-ray) come from pydicom's bundled test DICOMs,
-scikit-learn's sample photos, rendered text, synthetic textures/shapes and CXR crops that miss the lungs;
-evaluation-only kinds (never trained on) come from scikit-image's bundled images and synthetic scenes.
+gate sees for the untouched file). Negatives made here (not a chest X-ray): scikit-learn's sample photos,
+scikit-image's bundled images and faces (evaluation-only), rendered text, synthetic textures/shapes/scenes and
+CXR crops that miss the lungs; the real medical and photo negatives read from packages are in qg_real.py.
 """
 
 from __future__ import annotations
@@ -184,31 +184,6 @@ def _norm01(a: np.ndarray) -> np.ndarray:
     a = a.astype(np.float32)
     lo, hi = np.percentile(a, [0.5, 99.5])
     return np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)
-
-
-def dicom_images() -> list[tuple[str, np.ndarray]]:
-    """(file name, float [0,1] 2-D image) for frames of pydicom's bundled test DICOMs (CT, MR, US, NM, ...)
-    that decode and are at least 32 px; at most 8 frames per file."""
-    import warnings
-
-    import pydicom
-    from pydicom.data import get_testdata_files
-
-    out = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for f in sorted(get_testdata_files()):
-            try:
-                ds = pydicom.dcmread(f, force=True)
-                arr = np.asarray(ds.pixel_array)
-            except Exception:  # noqa: BLE001 - many test files are deliberately broken or pixel-less
-                continue
-            frames = [arr] if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4)) else list(arr)
-            for i, fr in enumerate(frames[:: max(1, len(frames) // 8)][:8]):
-                fr = fr.mean(-1) if fr.ndim == 3 else fr
-                if fr.ndim == 2 and min(fr.shape) >= 32 and np.ptp(fr) > 0:
-                    out.append((f"{Path(f).name}#{i}", _norm01(fr)))
-    return out
 
 
 def sklearn_photos() -> list[np.ndarray]:
