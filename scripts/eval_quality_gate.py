@@ -1,6 +1,6 @@
 """End-to-end check of the SHIPPED gate (package data, onnxruntime, QualityGate.assess on decoded files).
 
-  python scripts/eval_quality_gate.py [--out runs/quality_gate] [--max-per-source 400]
+  python scripts/eval_quality_gate.py [--out runs/quality_gate] [--max-per-source 400] [--skimage-wheel W ...]
 
 Held-out test-split CXRs (same patient-grouped split and seed as scripts/train_quality_gate.py) are decoded
 from their files with chestdx.io.read_image and judged upright, as np.rot90(img, k) for k = 1..3 and as
@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import qg_eval as E
-from train_quality_gate import REPO, Pools
+from qg_pools import Pools
 
 from chestdx.inference.quality import CLASSES, QualityGate
 from chestdx.io import read_image
+
+REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS = {  # whole-file changes a different hospital might make; the gate should still say "ok"
     "crop to 0.8 aspect (portrait)": lambda a: a[:, int(a.shape[1] * 0.1): a.shape[1] - int(a.shape[1] * 0.1)],
@@ -50,6 +52,27 @@ def variants_table(gate: QualityGate, imgs: dict[str, list[np.ndarray]]) -> str:
     return "\n".join(rows)
 
 
+def real_negatives_table(gate: QualityGate, pools: Pools) -> str:
+    """Markdown: real non-CXR images as stored (no augmentation, upright and in each quarter turn), judged by
+    QualityGate.assess on the full-size float image: share refused / uncertain / corrected / ok per kind."""
+    kinds = {"scikit-image photos etc. (held out)": [a.mean(-1) if a.ndim == 3 else a for _, a in pools.skimage],
+             "scikit-image LFW faces 25 px (held out)": [np.asarray(f, np.float32) / max(float(np.max(f)), 1e-6)
+                                                       for f in pools.faces],
+             "nibabel MRI/EPI slices (held out)": pools.nibabel,
+             "pydicom frames, test split": pools.dicom["test"], "MNI brain MRI slices, test split": pools.mri["test"]}
+    rows = ["| non-CXR kind (as stored, 4 quarter turns) | n | refused | uncertain | corrected | passed as ok |",
+            "|---|---|---|---|---|---|"]
+    for name, ims in kinds.items():
+        if not ims:
+            continue
+        res = gate.assess_batch([np.rot90(a, k) for a in ims for k in range(4)])
+        n = len(res)
+        cells = [E.fmt_rate(E.rate(sum(r.action == a for r in res), n)) for a in ("refused", "uncertain", "corrected",
+                                                                                 "ok")]
+        rows.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("CHESTDX_DATA", REPO.parent / "shared/data")))
@@ -57,9 +80,15 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "quality_gate")
     ap.add_argument("--max-per-source", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
+    for w in ("skimage", "nilearn", "nibabel"):
+        ap.add_argument(f"--{w}-wheel", type=Path, default=None, help="real non-CXR images (see the training script)")
+    ap.add_argument("--gate-onnx", type=Path, default=None,
+                    help="judge with this asset (its card: the same path with .json) instead of the shipped gate")
     args = ap.parse_args(argv)
-    gate = QualityGate.default(threads=2)
-    pools = Pools(args.data, args.cache, args.seed, None)
+    gate = (QualityGate.from_files(args.gate_onnx, args.gate_onnx.with_suffix(".json"), threads=2) if args.gate_onnx
+            else QualityGate.default(threads=2))
+    pools = Pools(args.data, args.cache, args.seed,
+                  {"skimage": args.skimage_wheel, "nilearn": args.nilearn_wheel, "nibabel": args.nibabel_wheel})
     t0 = time.perf_counter()
     probs, true, groups, restored = [], [], [], {"exact": 0, "n": 0}
     decoded: dict[str, list[np.ndarray]] = {}
@@ -86,7 +115,8 @@ def main(argv: list[str]) -> None:
     md = (f"Command: `python scripts/eval_quality_gate.py {' '.join(argv)}`\n\nthresholds {gate.thresholds}; "
           f"corrections undone exactly: {restored['exact']}/{restored['n']}\n\n{E.md_outcomes(res['outcomes'])}\n\n"
           f"{E.md_confusion(res['confusion'])}\n\nAspect, framing and exposure changes of the same files:\n\n"
-          f"{variants_table(gate, {k: v[:150] for k, v in decoded.items()})}\n")
+          f"{variants_table(gate, {k: v[:150] for k, v in decoded.items()})}\n\n"
+          f"Real non-CXR images as stored (end to end):\n\n{real_negatives_table(gate, pools)}\n")
     (args.out / "eval_shipped.md").write_text(md)
     print(md)
 

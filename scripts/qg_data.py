@@ -2,9 +2,9 @@
 
 Everything is offline and seeded. CXRs are decoded once with ``chestdx.io.read_image`` and kept as
 ``to_uint8_square`` arrays: ``base`` (128 px, the augmentation source) and ``clean`` (64 px, exactly what the
-gate sees for the untouched file). Negatives (not a chest X-ray) come from pydicom's bundled test DICOMs,
-scikit-learn's sample photos, rendered text, synthetic textures/shapes and CXR crops that miss the lungs;
-evaluation-only kinds (never trained on) come from scikit-image's bundled images and synthetic scenes.
+gate sees for the untouched file). Negatives made here (not a chest X-ray): scikit-learn's sample photos,
+scikit-image's bundled images and faces (evaluation-only), rendered text, synthetic textures/shapes/scenes and
+CXR crops that miss the lungs; the real medical and photo negatives read from packages are in qg_real.py.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from chestdx.data.transforms import to_uint8_square
 SIZE = 64  # gate input
 BASE = 128  # augmentation source
 HALF_CROPS = [True]  # include "one half of a CXR" negatives (set by the training script)
+REFLECT_PAD = [0.0]  # share of zoom-outs padded by reflection instead of a flat border (set by the training script)
+GEOM = {"crop_min": 0.72, "pad_p": 0.35, "pad_max": 0.2}  # crop keeps >= crop_min of a side; zoom-out pads
 CLASSES = ("frontal", "rot90", "rot180", "rot270", "inverted", "not_cxr")
 WORDS = ("PA AP L R LEFT RIGHT PORTABLE SUPINE ERECT UPRIGHT CHEST 1 2 3 4 5 6 7 8 9 0 mAs kV DR CR ID "
          "patient report radiograph findings impression normal heart lungs no acute date time").split()
@@ -133,17 +135,21 @@ def augment_cxr(base: np.ndarray, rng: np.random.Generator, strength: float = 1.
     collimation, burned-in text, photometric changes, mirror. 128 px uint8 -> 64 px uint8."""
     s = base.shape[0]
     im = Image.fromarray(base)
-    if rng.random() < 0.8 * strength:  # crop: each side keeps 72-100% (changes aspect and zoom)
-        cw, ch = (int(s * rng.uniform(0.72, 1.0)) for _ in range(2))
+    if rng.random() < 0.8 * strength:  # crop: each side keeps 72-100% by default (changes aspect and zoom)
+        cw, ch = (int(s * rng.uniform(GEOM["crop_min"], 1.0)) for _ in range(2))
         x0, y0 = int(rng.integers(0, s - cw + 1)), int(rng.integers(0, s - ch + 1))
         im = im.crop((x0, y0, x0 + cw, y0 + ch))
     border = int(rng.choice([0, 0, 255, int(rng.integers(0, 256))]))
-    if rng.random() < 0.35 * strength:  # zoom out / letterbox: pad each side 0-20%
+    if rng.random() < GEOM["pad_p"] * strength:  # zoom out / letterbox: pad each side 0-20% by default
         w, h = im.size
-        pads = [int(rng.uniform(0, 0.2) * (w if i % 2 == 0 else h)) for i in range(4)]
-        canvas = Image.new("L", (w + pads[0] + pads[2], h + pads[1] + pads[3]), border)
-        canvas.paste(im, (pads[0], pads[1]))
-        im = canvas
+        pads = [int(rng.uniform(0, GEOM["pad_max"]) * (w if i % 2 == 0 else h)) for i in range(4)]
+        if rng.random() < REFLECT_PAD[0]:  # more "body" around the thorax (wider field, e.g. pediatric films)
+            a = np.pad(np.asarray(im), ((pads[1], pads[3]), (pads[0], pads[2])), mode="reflect")
+            im = Image.fromarray(a).filter(ImageFilter.GaussianBlur(0.5))
+        else:
+            canvas = Image.new("L", (w + pads[0] + pads[2], h + pads[1] + pads[3]), border)
+            canvas.paste(im, (pads[0], pads[1]))
+            im = canvas
     if rng.random() < 0.6 * strength:
         im = im.rotate(float(rng.uniform(-10, 10)), Image.Resampling.BILINEAR, fillcolor=border)
     if rng.random() < 0.25 * strength:  # collimation: bars on some sides
@@ -178,31 +184,6 @@ def _norm01(a: np.ndarray) -> np.ndarray:
     a = a.astype(np.float32)
     lo, hi = np.percentile(a, [0.5, 99.5])
     return np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)
-
-
-def dicom_images() -> list[tuple[str, np.ndarray]]:
-    """(file name, float [0,1] 2-D image) for frames of pydicom's bundled test DICOMs (CT, MR, US, NM, ...)
-    that decode and are at least 32 px; at most 8 frames per file."""
-    import warnings
-
-    import pydicom
-    from pydicom.data import get_testdata_files
-
-    out = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for f in sorted(get_testdata_files()):
-            try:
-                ds = pydicom.dcmread(f, force=True)
-                arr = np.asarray(ds.pixel_array)
-            except Exception:  # noqa: BLE001 - many test files are deliberately broken or pixel-less
-                continue
-            frames = [arr] if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4)) else list(arr)
-            for i, fr in enumerate(frames[:: max(1, len(frames) // 8)][:8]):
-                fr = fr.mean(-1) if fr.ndim == 3 else fr
-                if fr.ndim == 2 and min(fr.shape) >= 32 and np.ptp(fr) > 0:
-                    out.append((f"{Path(f).name}#{i}", _norm01(fr)))
-    return out
 
 
 def sklearn_photos() -> list[np.ndarray]:

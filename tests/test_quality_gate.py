@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from chestdx.data.transforms import to_uint8_square
-from chestdx.inference.quality import ACTIONS, CLASSES, QualityGate, QualityResult, decide
+from chestdx.inference.quality import ACTIONS, CARD_FORMATS, CLASSES, QualityGate, QualityResult, decide
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -36,7 +36,32 @@ def test_default_loads_package_data(gate: QualityGate) -> None:
     assert hashlib.sha256((assets / "quality_gate.onnx").read_bytes()).hexdigest() == card["onnx_sha256"]
     assert (assets / "quality_gate.onnx").stat().st_size < 1_000_000
     assert all(0.5 <= gate.thresholds[k] < 1 for k in ("ok", "correct", "refuse"))
+    assert card["format"] in CARD_FORMATS
     assert QualityGate.default() is gate  # loaded once
+
+
+def test_older_card_format_loads_and_bad_cards_fail() -> None:
+    """A chestdx-quality-gate/1 card still loads; unknown formats and missing thresholds fail."""
+    assets = resources.files("chestdx.inference") / "assets"
+    data = (assets / "quality_gate.onnx").read_bytes()
+    card = json.loads((assets / "quality_gate.json").read_text())
+    v1 = dict(card, format="chestdx-quality-gate/1", thresholds={"ok": 0.5, "correct": 0.5, "refuse": 0.85})
+    g = QualityGate(data, v1)
+    assert g.thresholds["refuse"] == 0.85 and g.assess(np.zeros((40, 40))).action in ACTIONS
+    with pytest.raises(ValueError, match="card format"):
+        QualityGate(data, dict(card, format="chestdx-quality-gate/9"))
+    with pytest.raises(ValueError, match="missing"):
+        QualityGate(data, dict(card, thresholds={"ok": 0.5}))
+
+
+def test_mirror_averaging_is_in_the_graph(gate: QualityGate) -> None:
+    """With test-time mirror averaging, the left-right mirror of any image gets the same probabilities with
+    rot90 and rot270 swapped (a mirrored rot90 CXR is a rot270 one); without it, the card must say so."""
+    if not gate.card.get("test_time_mirror"):
+        pytest.skip("gate exported without test-time mirror averaging")
+    u8 = (np.random.default_rng(3).random((4, gate.size, gate.size)) * 255).astype(np.uint8)
+    p, q = gate.probs_u8(u8), gate.probs_u8(np.ascontiguousarray(u8[:, :, ::-1]))
+    assert np.abs(q[:, [0, 3, 2, 1, 4, 5]] - p).max() < 1e-5
 
 
 def test_decide_rules() -> None:

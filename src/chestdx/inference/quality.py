@@ -23,7 +23,8 @@ from chestdx.data.transforms import to_uint8_square
 
 CLASSES = ("frontal", "rot90", "rot180", "rot270", "inverted", "not_cxr")
 ACTIONS = ("ok", "corrected", "refused", "uncertain")
-CARD_FORMAT = "chestdx-quality-gate/1"
+CARD_FORMAT = "chestdx-quality-gate/2"
+CARD_FORMATS = ("chestdx-quality-gate/1", CARD_FORMAT)  # /2: same graph contract, card adds test_time_mirror
 _ROT_K = {"rot90": 1, "rot180": 2, "rot270": 3}
 _FOUND = {
     "rot90": "image rotated 90 degrees counter-clockwise (its top was on the left)",
@@ -131,12 +132,15 @@ class QualityGate:
     def __init__(self, onnx_bytes: bytes, card: dict[str, Any], threads: int = 1, source: str = "quality gate"):
         import onnxruntime as ort
 
-        if card.get("format") != CARD_FORMAT:
-            raise ValueError(f"{source}: card format {card.get('format')!r}, expected {CARD_FORMAT!r}")
+        if card.get("format") not in CARD_FORMATS:
+            raise ValueError(f"{source}: card format {card.get('format')!r}, expected one of {list(CARD_FORMATS)}")
         if tuple(card.get("classes", ())) != CLASSES:
             raise ValueError(f"{source}: classes {card.get('classes')} differ from {list(CLASSES)}")
         self.card = card
         self.size = int(card["input_size"])
+        missing = {"ok", "correct", "refuse"} - set(card.get("thresholds", {}))
+        if missing:
+            raise ValueError(f"{source}: thresholds {sorted(missing)} missing")
         self.thresholds = {k: float(card["thresholds"][k]) for k in ("ok", "correct", "refuse")}
         self.version = str(card.get("version"))
         self.transform = str(card.get("input_transform", "none"))
