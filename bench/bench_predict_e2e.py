@@ -2,7 +2,9 @@
 
 Run: nice -n 10 .venv/bin/python bench/bench_predict_e2e.py [--arch efficientnet_lite0] [--threads 2]
      [--repeat 8] [--workers 2]
-Prints JSON. UNTRAINED weights (timing only). Three numbers on the same images:
+Prints JSON. UNTRAINED weights (timing only). Decode + resize per image on one core, by the float path
+(``to_uint8_square(read_image(p))``) and by the uint8 path the workers and the cache use
+(``resize_square_u8(read_image_u8(p))``, the same pixels), then three throughputs on the same images:
 - model-only: ``Predictor.logits`` (ONNX backend) on pre-decoded uint8 batches (no I/O, no decoding);
 - sequential end-to-end: ``predictor.predict(paths)`` (decode, then model, one after the other);
 - pipelined end-to-end: ``chestdx.serve.distributed.predict_distributed(devices=1)`` (decoding in DataLoader
@@ -28,7 +30,8 @@ def main(arch: str, size: int, threads: int, repeat: int, workers: int, batch: i
     import torch
 
     import chestdx
-    from chestdx.io import read_image
+    from chestdx.data.transforms import resize_square_u8, to_uint8_square
+    from chestdx.io import read_image, read_image_u8
     from chestdx.serve.distributed import predict_distributed
     from chestdx.serve.onnx_export import export_onnx
 
@@ -39,9 +42,14 @@ def main(arch: str, size: int, threads: int, repeat: int, workers: int, batch: i
         onnx = Path(tmp) / "m.onnx"
         export_onnx(_untrained_run(arch, size, tmp), onnx, check=False)
         ort = chestdx.load(onnx, threads=threads)  # with the quality gate, as users get it
+        load_before = [round(x, 2) for x in os.getloadavg()]
         t = time.perf_counter()
-        u8 = np.stack([ort.preprocess(read_image(p)) for p in png])
+        ref = np.stack([to_uint8_square(read_image(p), size) for p in png])
+        float_ms = 1e3 * (time.perf_counter() - t) / len(png)
+        t = time.perf_counter()
+        u8 = np.stack([resize_square_u8(read_image_u8(p), size) for p in png])
         decode_ms = 1e3 * (time.perf_counter() - t) / len(png)
+        assert np.array_equal(u8, ref)
         ort.logits(u8[:batch], batch_size=batch)  # warm-up
         t = time.perf_counter()
         for _ in range(repeat):
@@ -58,8 +66,9 @@ def main(arch: str, size: int, threads: int, repeat: int, workers: int, batch: i
     return {"bench": "predict end-to-end vs model-only", "arch": arch, "input_size": size, "backend": "onnxruntime",
             "weights": "untrained (timing only)", "threads": threads, "decode_workers": workers, "batch_size": batch,
             "images": len(paths), "source": "nih-fullres 1024 px PNG (60 files x repeat)", "machine": machine(),
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "decode_resize_ms_per_image_1_core": decode_ms, "model_only_img_per_s": model_only,
+            "load_average_before": load_before, "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "decode_resize_ms_per_image_1_core": decode_ms, "decode_resize_float_path_ms_per_image_1_core": float_ms,
+            "model_only_img_per_s": model_only,
             "sequential_e2e_img_per_s": sequential, "pipelined_e2e_img_per_s": pipelined,
             "ratio_pipelined_over_model_only": pipelined / model_only,
             "ratio_sequential_over_model_only": sequential / model_only, "target_ratio": 0.8}
