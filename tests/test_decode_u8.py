@@ -84,6 +84,8 @@ def _synthetic(mode: str, h: int = 61, w: int = 97, seed: int = 0) -> Image.Imag
     rgb = np.stack([u8, (_smooth(h, w, seed + 1) * 255).astype(np.uint8), u8[::-1]], -1)
     if mode == "I;16":
         return Image.fromarray((g * 65535).astype(np.uint16))
+    if mode == "I;16B":  # big-endian 16-bit (TIFF)
+        return Image.frombytes("I;16B", (w, h), (g * 65535).astype(">u2").tobytes())
     if mode in ("RGB", "RGBA", "P", "CMYK"):
         im = Image.fromarray(rgb)
         if mode == "RGBA":
@@ -103,8 +105,8 @@ def _synthetic(mode: str, h: int = 61, w: int = 97, seed: int = 0) -> Image.Imag
 
 
 CASES = [("L", "PNG"), ("LA", "PNG"), ("1", "PNG"), ("P", "PNG"), ("RGB", "PNG"), ("RGBA", "PNG"),
-         ("I;16", "PNG"), ("I;16", "TIFF"), ("I", "TIFF"), ("I16", "TIFF"), ("F", "TIFF"), ("L", "JPEG"),
-         ("RGB", "JPEG"), ("CMYK", "JPEG"), ("RGB", "BMP"), ("RGB", "WEBP")]
+         ("I;16", "PNG"), ("I;16", "TIFF"), ("I;16B", "TIFF"), ("I", "TIFF"), ("I16", "TIFF"), ("F", "TIFF"),
+         ("L", "JPEG"), ("RGB", "JPEG"), ("CMYK", "JPEG"), ("RGB", "BMP"), ("RGB", "WEBP")]
 
 
 @pytest.mark.parametrize("max_side", [None, 40])  # 40: reduced by 2 before the conversion

@@ -217,8 +217,10 @@ def to_gray_u8(im: Image.Image) -> np.ndarray:
         bits *= np.uint8(255)
         return bits
     if mode.startswith("I;16"):
-        return _lut16(False)[np.asarray(im)]
-    if mode == "I":
+        arr = np.asarray(im)
+        if arr.dtype.kind == "u" and arr.itemsize == 2:  # unsigned 16-bit (any byte order): a table look-up
+            return _lut16(False)[arr]
+    elif mode == "I":
         arr = np.asarray(im)
         if arr.size and arr.min() >= 0 and arr.max() <= 65535:
             return _lut16(True)[arr]
