@@ -4,7 +4,7 @@ Run: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_decode.py [--repe
 Prints JSON: CPU ms per image (this process's CPU time, so other jobs inflate it far less than wall time) over
 the 60 nih-fullres PNGs. Stages: each timed on its own, ``repeat`` passes, the median pass. Whole paths, timed
 alternately image by image: the float path (``to_uint8_square(read_image(p))``: decode -> float [0, 1] -> uint8
--> resize) vs the uint8 path (``resize_square_u8(read_image_u8(p))``, the same pixels); and the Predictor's
+-> resize) vs the uint8 path (``read_image_u8(p, size=size)``, the same pixels); and the Predictor's
 per-image work without the model (decode, image checks, quality gate, model-input resize) before vs now."""
 
 from __future__ import annotations
@@ -126,11 +126,11 @@ def main(size: int, repeat: int) -> dict:
         return pred._model_input(*pred._prepare(p, Prediction(source=str(p))))
 
     decode = _ab(lambda p: to_uint8_square(read_image(p), size),
-                 lambda p: resize_square_u8(read_image_u8(p), size), paths, repeat)
+                 lambda p: read_image_u8(p, size=size), paths, repeat)
     predictor = _ab(old_prepare, new_prepare, paths, repeat)
     paths_ms = {
         "float path: read_image + to_uint8_square": decode[0],
-        "uint8 path: read_image_u8 + resize_square_u8": decode[1],
+        "uint8 path: read_image_u8(p, size=size)": decode[1],
         "Predictor, no model: float decode + checks + gate + to_uint8_square (before)": predictor[0],
         "Predictor, no model: Predictor._prepare + _model_input (uint8 path)": predictor[1],
     }

@@ -4,7 +4,7 @@ Run: nice -n 10 .venv/bin/python bench/bench_predict_e2e.py [--arch efficientnet
      [--repeat 8] [--workers 2]
 Prints JSON. UNTRAINED weights (timing only). Decode + resize per image on one core, by the float path
 (``to_uint8_square(read_image(p))``) and by the uint8 path the workers and the cache use
-(``resize_square_u8(read_image_u8(p))``, the same pixels), then three throughputs on the same images:
+(``read_image_u8(p, size=size)``, the same pixels), then three throughputs on the same images:
 - model-only: ``Predictor.logits`` (ONNX backend) on pre-decoded uint8 batches (no I/O, no decoding);
 - sequential end-to-end: ``predictor.predict(paths)`` (decode, then model, one after the other);
 - pipelined end-to-end: ``chestdx.serve.distributed.predict_distributed(devices=1)`` (decoding in DataLoader
@@ -51,7 +51,7 @@ def main(arch: str, size: int, threads: int, repeat: int, workers: int, batch: i
     import torch
 
     import chestdx
-    from chestdx.data.transforms import resize_square_u8, to_uint8_square
+    from chestdx.data.transforms import to_uint8_square
     from chestdx.io import read_image, read_image_u8
     from chestdx.serve.distributed import predict_distributed
     from chestdx.serve.onnx_export import export_onnx
@@ -70,7 +70,7 @@ def main(arch: str, size: int, threads: int, repeat: int, workers: int, batch: i
         ref = np.stack([to_uint8_square(read_image(p), size) for p in png])
         float_ms = 1e3 * (time.perf_counter() - t) / len(png)
         t = time.perf_counter()
-        u8 = np.stack([resize_square_u8(read_image_u8(p), size) for p in png])
+        u8 = np.stack([read_image_u8(p, size=size) for p in png])
         decode_ms = 1e3 * (time.perf_counter() - t) / len(png)
         assert np.array_equal(u8, ref)
         ort.logits(u8[:batch], batch_size=batch)  # warm-up

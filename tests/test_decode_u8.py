@@ -48,7 +48,9 @@ def _same_everywhere(data: bytes, name: str, **kw) -> np.ndarray:
     assert gray.img01.dtype == np.float32
     np.testing.assert_array_equal(gray.u8, u8)
     for size in SIZES:
-        np.testing.assert_array_equal(resize_square_u8(u8, size), to_uint8_square(f01, size))
+        want = to_uint8_square(f01, size)
+        np.testing.assert_array_equal(resize_square_u8(u8, size), want)
+        np.testing.assert_array_equal(decode_image_bytes_u8(data, name, size=size, **kw), want)
     return f01
 
 
@@ -137,6 +139,19 @@ def test_dicom_keeps_its_float_path(tmp_path: Path, photometric: str) -> None:
     _same_everywhere(path.read_bytes(), "x.dcm")
 
 
+def test_resize_square_u8_takes_arrays_and_8bit_pillow_images() -> None:
+    u8 = (_smooth(50, 70, 4) * 255).astype(np.uint8)
+    want = to_uint8_square(u8.astype(np.float32) / 255, 32)
+    np.testing.assert_array_equal(resize_square_u8(u8, 32), want)
+    np.testing.assert_array_equal(resize_square_u8(Image.fromarray(u8), 32), want)
+    square = (_smooth(32, 32, 5) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(resize_square_u8(Image.fromarray(square), 32), square)  # already that size
+    with pytest.raises(ValueError, match="mode L"):
+        resize_square_u8(Image.fromarray(u8).convert("RGB"), 32)
+    with pytest.raises(ValueError, match="uint8"):
+        resize_square_u8(u8.astype(np.float32), 32)
+
+
 # ---------------------------------------------------------------- real data
 
 
@@ -152,7 +167,9 @@ def _check_files(paths: list[Path]) -> None:
         u8 = read_image_u8(p)
         np.testing.assert_array_equal(u8, quantize_u8(f01), err_msg=str(p))
         for size in SIZES:
-            np.testing.assert_array_equal(resize_square_u8(u8, size), to_uint8_square(f01, size), err_msg=str(p))
+            want = to_uint8_square(f01, size)
+            np.testing.assert_array_equal(resize_square_u8(u8, size), want, err_msg=str(p))
+            np.testing.assert_array_equal(read_image_u8(p, size=size), want, err_msg=str(p))
 
 
 @pytest.mark.data

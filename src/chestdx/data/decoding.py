@@ -1,7 +1,7 @@
 """Parallel decode + resize for the pixel cache: worker processes, results back in input order.
 
 Pixels are ``to_uint8_square(read_image(path), size)``, computed without the float round trip as
-``resize_square_u8(read_image_u8(path), size)`` (the same bytes, as the Predictor's model input). PNG/JPEG
+``read_image_u8(path, size=size)`` (the same bytes, as the Predictor's model input). PNG/JPEG
 decoding and the resize are CPU-bound and hold the GIL, so they run in processes. Work goes out in small chunks
 with a bounded number in flight, so memory does not depend on the number of images; the caller consumes results
 in input order and stays the only writer.
@@ -45,7 +45,6 @@ def default_workers() -> int:
 
 
 def _decode_one(item: DecodeItem, size: int) -> Decoded:
-    from chestdx.data.transforms import resize_square_u8
     from chestdx.io import ImageReadError, decode_image_bytes_u8, read_image_u8
 
     if item.error is not None:
@@ -53,10 +52,10 @@ def _decode_one(item: DecodeItem, size: int) -> Decoded:
     try:
         if item.data is None:
             st = os.stat(item.path)  # before reading: a file changed meanwhile is redone next build
-            img, key = read_image_u8(item.path), (st.st_mtime_ns, st.st_size)
+            img, key = read_image_u8(item.path, size=size), (st.st_mtime_ns, st.st_size)
         else:
-            img, key = decode_image_bytes_u8(item.data, item.path), item.key
-        return item.path, resize_square_u8(img, size).tobytes(), None, key
+            img, key = decode_image_bytes_u8(item.data, item.path, size=size), item.key
+        return item.path, img.tobytes(), None, key
     except (ImageReadError, OSError, ValueError) as err:
         return item.path, None, str(err), None
 

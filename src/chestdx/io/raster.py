@@ -158,6 +158,32 @@ def to_gray01(im: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
 
 
+def resize_square_u8(img: np.ndarray | Image.Image, size: int) -> np.ndarray:
+    """The resize of ``chestdx.data.transforms.to_uint8_square``: a uint8 (H, W) array or mode "L" Pillow image ->
+    uint8 (size, size), Pillow bilinear with antialiasing (``reducing_gap=None``); non-square images squashed."""
+    if isinstance(img, Image.Image):
+        if img.mode != "L":
+            raise ValueError(f"expected a mode L (8-bit grayscale) image, got mode {img.mode}")
+        if img.size == (size, size):
+            return np.asarray(img)
+    else:
+        if img.ndim != 2 or img.dtype != np.uint8:
+            raise ValueError(f"expected a 2-D uint8 grayscale image, got shape {img.shape} dtype {img.dtype}")
+        if img.shape == (size, size):
+            return img
+        img = Image.fromarray(img)
+    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None))
+
+
+def to_square_u8(size: int) -> Callable[[Image.Image], np.ndarray]:
+    """Converter for :func:`decode_raster`: ``resize_square_u8(to_gray_u8(im), size)``, an 8-bit grayscale image
+    resized as decoded (no copy into numpy and back first)."""
+    def convert(im: Image.Image) -> np.ndarray:
+        return resize_square_u8(im if im.mode == "L" else to_gray_u8(im), size)
+
+    return convert
+
+
 class GrayImage:
     """One decoded grayscale image in both forms, each made on first use from the one decoded:
     ``img01`` float32 (H, W) in [0, 1] and ``u8`` = ``quantize_u8(img01)``. An 8-bit grayscale source is held as

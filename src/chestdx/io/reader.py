@@ -19,7 +19,17 @@ from chestdx.io import limits
 from chestdx.io.archive_member import read_member, split_member_path
 from chestdx.io.dicom import check_dataset, decode_dicom, read_dataset
 from chestdx.io.errors import ImageReadError
-from chestdx.io.raster import GrayImage, decode_raster, open_header, quantize_u8, to_gray, to_gray01, to_gray_u8
+from chestdx.io.raster import (
+    GrayImage,
+    decode_raster,
+    open_header,
+    quantize_u8,
+    resize_square_u8,
+    to_gray,
+    to_gray01,
+    to_gray_u8,
+    to_square_u8,
+)
 from chestdx.io.sniff import describe_unknown, sniff_format
 
 PathType = str | PathLike[str]
@@ -30,10 +40,11 @@ def read_image(path: PathType, *, max_pixels: int | None = None, max_side: int |
     return decode_image_bytes(read_bytes(path), str(path), max_pixels=max_pixels, max_side=max_side)
 
 
-def read_image_u8(path: PathType, *, max_pixels: int | None = None, max_side: int | None = None,
-                  stats: dict | None = None) -> np.ndarray:
-    """:func:`read_image` quantized to uint8 (H, W): pixel for pixel ``quantize_u8(read_image(path))``, faster."""
-    return decode_image_bytes_u8(read_bytes(path), str(path), max_pixels=max_pixels, max_side=max_side,
+def read_image_u8(path: PathType, *, size: int | None = None, max_pixels: int | None = None,
+                  max_side: int | None = None, stats: dict | None = None) -> np.ndarray:
+    """:func:`read_image` quantized to uint8 (H, W): pixel for pixel ``quantize_u8(read_image(path))``, faster;
+    with ``size``, resized as well: ``to_uint8_square(read_image(path), size)``, the cache's and the model's pixels."""
+    return decode_image_bytes_u8(read_bytes(path), str(path), size=size, max_pixels=max_pixels, max_side=max_side,
                                  stats=stats)
 
 
@@ -50,12 +61,13 @@ def decode_image_bytes(data: bytes, name: str, *, max_pixels: int | None = None,
     return _decode(data, name, "float", max_pixels, max_side, stats)
 
 
-def decode_image_bytes_u8(data: bytes, name: str, *, max_pixels: int | None = None,
+def decode_image_bytes_u8(data: bytes, name: str, *, size: int | None = None, max_pixels: int | None = None,
                           max_side: int | None = None, stats: dict | None = None) -> np.ndarray:
     """:func:`decode_image_bytes` quantized to uint8 (H, W): the same pixels as
-    ``quantize_u8(decode_image_bytes(...))`` (the cache's and the model's input before the resize) with the same
-    checks, limits and errors; PNG/JPEG skip the full-size float copies, DICOM keeps its float LUT path."""
-    return _decode(data, name, "u8", max_pixels, max_side, stats)
+    ``quantize_u8(decode_image_bytes(...))`` with the same checks, limits and errors; PNG/JPEG skip the full-size
+    float copies, DICOM keeps its float LUT path. With ``size``: ``to_uint8_square(decode_image_bytes(...), size)``
+    (an 8-bit grayscale image is resized as decoded, without a copy into numpy first)."""
+    return _decode(data, name, "u8", max_pixels, max_side, stats, square=None if size is None else int(size))
 
 
 def decode_image_gray(data: bytes, name: str, *, max_pixels: int | None = None,
@@ -74,16 +86,19 @@ _FORMS: dict[str, tuple[Callable[[Image.Image], Any], Callable[[np.ndarray], Any
 
 
 def _decode(data: bytes, name: str, form: str, max_pixels: int | None, max_side: int | None,
-            stats: dict | None) -> Any:
+            stats: dict | None, square: int | None = None) -> Any:
+    """Sniff, then DICOM or Pillow; ``form`` picks the result (see ``_FORMS``); ``square`` (form "u8" only):
+    resized to ``square`` x ``square``."""
     if not isinstance(data, bytes):
         data = bytes(data)  # bytearray / memoryview from web frameworks
     fmt = _format_or_raise(data, name)
     from_pillow, from_float = _FORMS[form]
     if fmt in ("DICOM", "DICOM-RAW"):
-        return from_float(decode_dicom(data, name, force=fmt == "DICOM-RAW", max_pixels=max_pixels,
-                                       max_side=max_side, stats=stats))
+        out = from_float(decode_dicom(data, name, force=fmt == "DICOM-RAW", max_pixels=max_pixels,
+                                      max_side=max_side, stats=stats))
+        return out if square is None else resize_square_u8(out, square)
     return decode_raster(data, name, fmt, max_pixels=max_pixels, max_side=max_side, stats=stats,
-                         convert=from_pillow)
+                         convert=from_pillow if square is None else to_square_u8(square))
 
 
 @dataclass(frozen=True)
