@@ -1,8 +1,10 @@
 """Parallel decode + resize for the pixel cache: worker processes, results back in input order.
 
-PNG/JPEG decoding and the resize are CPU-bound and hold the GIL, so they run in processes. Work goes out in
-small chunks with a bounded number in flight, so memory does not depend on the number of images; the caller
-consumes results in input order and stays the only writer.
+Pixels are ``to_uint8_square(read_image(path), size)``, computed without the float round trip as
+``read_image_u8(path, size=size)`` (the same bytes, as the Predictor's model input). PNG/JPEG
+decoding and the resize are CPU-bound and hold the GIL, so they run in processes. Work goes out in small chunks
+with a bounded number in flight, so memory does not depend on the number of images; the caller consumes results
+in input order and stays the only writer.
 """
 
 from __future__ import annotations
@@ -43,18 +45,17 @@ def default_workers() -> int:
 
 
 def _decode_one(item: DecodeItem, size: int) -> Decoded:
-    from chestdx.data.transforms import to_uint8_square
-    from chestdx.io import ImageReadError, decode_image_bytes, read_image
+    from chestdx.io import ImageReadError, decode_image_bytes_u8, read_image_u8
 
     if item.error is not None:
         return item.path, None, item.error, None
     try:
         if item.data is None:
             st = os.stat(item.path)  # before reading: a file changed meanwhile is redone next build
-            img, key = read_image(item.path), (st.st_mtime_ns, st.st_size)
+            img, key = read_image_u8(item.path, size=size), (st.st_mtime_ns, st.st_size)
         else:
-            img, key = decode_image_bytes(item.data, item.path), item.key
-        return item.path, to_uint8_square(img, size).tobytes(), None, key
+            img, key = decode_image_bytes_u8(item.data, item.path, size=size), item.key
+        return item.path, img.tobytes(), None, key
     except (ImageReadError, OSError, ValueError) as err:
         return item.path, None, str(err), None
 

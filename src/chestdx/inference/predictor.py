@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from chestdx.data.transforms import to_uint8_square
+from chestdx.data.transforms import resize_square_u8, to_uint8_square
 from chestdx.inference.calibration import Calibration
 from chestdx.inference.prediction import DISCLAIMER, Prediction, QualityRefused
-from chestdx.io import ImageReadError, decode_image_bytes
+from chestdx.io import GrayImage, ImageReadError, decode_image_gray
 from chestdx.io.reader import read_bytes
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class Predictor:
             for j, item in enumerate(images[start:start + batch_size]):
                 pred = Prediction(source=str(item) if not isinstance(item, np.ndarray) else f"array[{start + j}]")
                 try:
-                    pixels.append(self.preprocess(self._prepare(item, pred)))
+                    pixels.append(self._model_input(*self._prepare(item, pred)))
                     rows.append(start + j)
                 except (ImageReadError, OSError, ValueError) as err:
                     pred.error = str(err)
@@ -150,33 +150,44 @@ class Predictor:
         Raises :class:`ImageReadError` for undecodable data and :class:`QualityRefused` for a refused image.
         """
         pred = Prediction(source=name)
-        img = self._prepare(data, pred, name)
-        self._fill([pred], [0], self.preprocess(img)[None], None, heatmaps, method)
+        img, gray = self._prepare(data, pred, name)
+        self._fill([pred], [0], self._model_input(img, gray)[None], None, heatmaps, method)
         return pred, img
 
-    def _prepare(self, item: str | Path | np.ndarray | bytes, pred: Prediction, name: str | None = None) -> np.ndarray:
-        """Decode, image statistics, then the quality gate: refuse (raises) or correct (and say so)."""
+    def _model_input(self, img01: np.ndarray, gray: GrayImage | None) -> np.ndarray:
+        """The model's (S,S) uint8 pixels: ``preprocess(img01)``, resized from the decoder's own uint8 image when
+        there is one (a decoded file the gate did not correct): the same pixels, no full-size float round trip."""
+        return self.preprocess(img01) if gray is None else resize_square_u8(gray.u8, self.input_size)
+
+    def _prepare(self, item: str | Path | np.ndarray | bytes, pred: Prediction,
+                 name: str | None = None) -> tuple[np.ndarray, GrayImage | None]:
+        """Decode, image statistics, then the quality gate: refuse (raises) or correct (and say so).
+
+        Returns the [0,1] image to predict on and, when it is a decoded file left as decoded, the decoded image
+        (its ``u8`` is that image quantized, for :meth:`_model_input`)."""
         from chestdx.inference.ood import image_checks
 
         stats: dict[str, Any] = {}
+        gray = None
         if isinstance(item, np.ndarray):
             img = item
         else:
             data = item if isinstance(item, bytes) else read_bytes(item)
-            img = decode_image_bytes(data, name or str(item), stats=stats)  # one decode: the colour check rides along
+            gray = decode_image_gray(data, name or str(item), stats=stats)  # one decode: colour check rides along
+            img = gray.img01
         pred.ood_reasons = image_checks(img, stats.get("colour_spread"))
         if self.gate is None:
-            return img
+            return img, gray
         res = self.gate.assess(img)
         pred.quality, pred.quality_prob = res.verdict, float(res.prob)
         if res.action == "refused":
             raise QualityRefused(pred.source, res.note or f"{res.verdict} (p={res.prob:.2f})")
         if res.action == "corrected":
             pred.corrected = res.note or f"{res.corrected}; corrected"
-            return self.gate.correct(img, res)
+            return self.gate.correct(img, res), None
         if res.action == "uncertain" and res.note:
             pred.ood_reasons.append(res.note)
-        return img
+        return img, gray
 
     def _fill(self, preds: list[Prediction], idx: list[int], batch: np.ndarray, meta: np.ndarray | None,
               heatmaps: bool | Sequence[str], method: str) -> None:

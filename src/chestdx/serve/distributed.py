@@ -76,11 +76,10 @@ class DecodedImages:
         return len(self.blocks)
 
     def decode(self, i: int) -> tuple[int, np.ndarray | None, str | None]:
-        from chestdx.data.transforms import to_uint8_square
-        from chestdx.io import ImageReadError, read_image
+        from chestdx.io import ImageReadError, read_image_u8
 
-        try:
-            return i, to_uint8_square(read_image(self.paths[i]), self.size), None
+        try:  # = to_uint8_square(read_image(path), size), without the float round trip
+            return i, read_image_u8(self.paths[i], size=self.size), None
         except (ImageReadError, OSError, ValueError) as err:
             return i, None, str(err)
 
