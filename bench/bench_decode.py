@@ -71,8 +71,7 @@ def _ab(fa: Callable[[object], object], fb: Callable[[object], object], items: l
 def main(size: int, repeat: int) -> dict:
     from chestdx.data.transforms import resize_square_u8, to_uint8_square
     from chestdx.inference.ood import image_checks
-    from chestdx.inference.prediction import Prediction
-    from chestdx.inference.predictor import Predictor
+    from chestdx.inference.prepare import ImagePreparer
     from chestdx.inference.quality import QualityGate
     from chestdx.io import GrayImage, decode_image_bytes, read_image, read_image_u8
     from chestdx.io.raster import _check_png_structure, to_gray01
@@ -113,7 +112,7 @@ def main(size: int, repeat: int) -> dict:
         "quality gate input: QualityGate.preprocess (float)": _ms(gate.preprocess, f01, repeat),
         "quality gate model, one image (onnxruntime, 64 px)": _ms(gate.probs_u8, gate_in, repeat),
     }
-    pred = Predictor(None, {"labels": ["x"], "input_size": size}, gate=gate)
+    preparer = ImagePreparer(size, gate)
 
     def old_prepare(p: Path) -> np.ndarray:  # the Predictor before the uint8 path: float decode, float resize
         stats: dict = {}
@@ -123,7 +122,7 @@ def main(size: int, repeat: int) -> dict:
         return to_uint8_square(gate.correct(img, res), size)
 
     def new_prepare(p: Path) -> np.ndarray:
-        return pred._model_input(*pred._prepare(p, Prediction(source=str(p))))
+        return preparer.prepare(p)[1]
 
     decode = _ab(lambda p: to_uint8_square(read_image(p), size),
                  lambda p: read_image_u8(p, size=size), paths, repeat)
@@ -132,7 +131,7 @@ def main(size: int, repeat: int) -> dict:
         "float path: read_image + to_uint8_square": decode[0],
         "uint8 path: read_image_u8(p, size=size)": decode[1],
         "Predictor, no model: float decode + checks + gate + to_uint8_square (before)": predictor[0],
-        "Predictor, no model: Predictor._prepare + _model_input (uint8 path)": predictor[1],
+        "Predictor, no model: ImagePreparer.prepare (uint8 path)": predictor[1],
     }
     return {"bench": "decode + resize breakdown", "images": len(paths), "source": "nih-fullres 1024 px 8-bit PNG",
             "size": size, "repeat": repeat, "ms_per_image_one_core": stages, "whole_path_ms": paths_ms,

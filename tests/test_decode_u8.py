@@ -297,9 +297,9 @@ def test_cache_distributed_and_predictor_feed_the_same_pixels(tmp_path: Path) ->
     report = cache.build(files, workers=1)
     assert not report.failures
     np.testing.assert_array_equal(cache.pixels[cache.slots(files)], want)
-    dist = DecodedImages(files, size, [list(range(len(files)))])[0]
-    np.testing.assert_array_equal(np.stack([img for _, img, _ in dist]), want)
     pred = _predictor(size)
+    dist = DecodedImages(files, pred.preparer, [list(range(len(files)))])[0]
+    np.testing.assert_array_equal(np.stack([img for _, _, img in dist]), want)
     out = pred.predict(files, batch_size=len(files))
     assert not any(o.error for o in out)
     np.testing.assert_array_equal(pred.backend.batches[0], want)

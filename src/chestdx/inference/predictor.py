@@ -13,11 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from chestdx.data.transforms import resize_square_u8, to_uint8_square
 from chestdx.inference.calibration import Calibration
-from chestdx.inference.prediction import DISCLAIMER, Prediction, QualityRefused
-from chestdx.io import GrayImage, ImageReadError, decode_image_gray
-from chestdx.io.reader import read_bytes
+from chestdx.inference.prediction import DISCLAIMER, Prediction
+from chestdx.inference.prepare import ImagePreparer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +35,7 @@ class Predictor:
         self.ood = _ood_stats(ood)
         # facts for describe(): the ONNX sidecar holds them without the arrays (they are graph constants)
         self._ood_summary = None if not ood else {k: v for k, v in ood.items() if k not in ("mean", "precision")}
-        self.gate = gate
+        self.preparer = ImagePreparer(self.input_size, gate)  # decode -> checks -> gate -> model input
 
     # -- loading ------------------------------------------------------------------------------------------
     @classmethod
@@ -84,9 +82,14 @@ class Predictor:
         """The torch backend's first member (``InferenceNet``)."""
         return self.backend.net
 
+    @property
+    def gate(self) -> Any:
+        """The input quality gate (None: images are not checked)."""
+        return self.preparer.gate
+
     def preprocess(self, image01: np.ndarray) -> np.ndarray:
         """[0,1] grayscale image of any size -> uint8 (S,S): the same function that fills the training cache."""
-        return to_uint8_square(image01, self.input_size)
+        return self.preparer.preprocess(image01)
 
     def forward(self, batch_u8: np.ndarray, meta: np.ndarray | None = None,
                 batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
@@ -128,20 +131,24 @@ class Predictor:
         """
         results: list[Prediction] = []
         for start in range(0, len(images), batch_size):
-            preds, pixels, rows = [], [], []
-            for j, item in enumerate(images[start:start + batch_size]):
-                pred = Prediction(source=str(item) if not isinstance(item, np.ndarray) else f"array[{start + j}]")
-                try:
-                    pixels.append(self._model_input(*self._prepare(item, pred)))
-                    rows.append(start + j)
-                except (ImageReadError, OSError, ValueError) as err:
-                    pred.error = str(err)
-                preds.append(pred)
-            if pixels:
-                m = None if meta is None else meta[rows]
-                self._fill(preds, [r - start for r in rows], np.stack(pixels), m, heatmaps, method)
-            results.extend(preds)
+            chunk = images[start:start + batch_size]
+            prepared = [self.preparer.prepare(item, f"array[{start + j}]" if isinstance(item, np.ndarray) else None)
+                        for j, item in enumerate(chunk)]
+            results += self.predict_prepared(prepared, heatmaps, method,
+                                             None if meta is None else meta[start:start + len(chunk)])
         return results
+
+    def predict_prepared(self, prepared: Sequence[tuple[Prediction, np.ndarray | None]],
+                         heatmaps: bool | Sequence[str] = False, method: str = "gradcam",
+                         meta: np.ndarray | None = None) -> list[Prediction]:
+        """Finish predictions from :meth:`ImagePreparer.prepare` results ((Prediction, model input or None));
+        ``meta`` has one row per item. Items without an input keep their ``error``."""
+        preds = [p for p, _ in prepared]
+        rows = [k for k, (_, x) in enumerate(prepared) if x is not None]
+        if rows:
+            batch = np.stack([prepared[k][1] for k in rows])
+            self._fill(preds, rows, batch, None if meta is None else meta[rows], heatmaps, method)
+        return preds
 
     def predict_bytes(self, data: bytes, name: str = "upload", heatmaps: bool | Sequence[str] = False,
                       method: str = "gradcam") -> tuple[Prediction, np.ndarray]:
@@ -150,44 +157,9 @@ class Predictor:
         Raises :class:`ImageReadError` for undecodable data and :class:`QualityRefused` for a refused image.
         """
         pred = Prediction(source=name)
-        img, gray = self._prepare(data, pred, name)
-        self._fill([pred], [0], self._model_input(img, gray)[None], None, heatmaps, method)
+        img, gray = self.preparer.gated(data, pred)
+        self._fill([pred], [0], self.preparer.model_input(img, gray)[None], None, heatmaps, method)
         return pred, img
-
-    def _model_input(self, img01: np.ndarray, gray: GrayImage | None) -> np.ndarray:
-        """The model's (S,S) uint8 pixels: ``preprocess(img01)``, resized from the decoder's own uint8 image when
-        there is one (a decoded file the gate did not correct): the same pixels, no full-size float round trip."""
-        return self.preprocess(img01) if gray is None else resize_square_u8(gray.u8, self.input_size)
-
-    def _prepare(self, item: str | Path | np.ndarray | bytes, pred: Prediction,
-                 name: str | None = None) -> tuple[np.ndarray, GrayImage | None]:
-        """Decode, image statistics, then the quality gate: refuse (raises) or correct (and say so).
-
-        Returns the [0,1] image to predict on and, when it is a decoded file left as decoded, the decoded image
-        (its ``u8`` is that image quantized, for :meth:`_model_input`)."""
-        from chestdx.inference.ood import image_checks
-
-        stats: dict[str, Any] = {}
-        gray = None
-        if isinstance(item, np.ndarray):
-            img = item
-        else:
-            data = item if isinstance(item, bytes) else read_bytes(item)
-            gray = decode_image_gray(data, name or str(item), stats=stats)  # one decode: colour check rides along
-            img = gray.img01
-        pred.ood_reasons = image_checks(img, stats.get("colour_spread"))
-        if self.gate is None:
-            return img, gray
-        res = self.gate.assess(img)
-        pred.quality, pred.quality_prob = res.verdict, float(res.prob)
-        if res.action == "refused":
-            raise QualityRefused(pred.source, res.note or f"{res.verdict} (p={res.prob:.2f})")
-        if res.action == "corrected":
-            pred.corrected = res.note or f"{res.corrected}; corrected"
-            return self.gate.correct(img, res), None
-        if res.action == "uncertain" and res.note:
-            pred.ood_reasons.append(res.note)
-        return img, gray
 
     def _fill(self, preds: list[Prediction], idx: list[int], batch: np.ndarray, meta: np.ndarray | None,
               heatmaps: bool | Sequence[str], method: str) -> None:

@@ -137,6 +137,7 @@ class QualityGate:
         if tuple(card.get("classes", ())) != CLASSES:
             raise ValueError(f"{source}: classes {card.get('classes')} differ from {list(CLASSES)}")
         self.card = card
+        self._onnx_bytes, self._threads, self._source = onnx_bytes, int(threads), source
         self.size = int(card["input_size"])
         missing = {"ok", "correct", "refuse"} - set(card.get("thresholds", {}))
         if missing:
@@ -149,6 +150,17 @@ class QualityGate:
         opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its ONNX bytes and card (an onnxruntime session does not pickle); rebuilt on load."""
+        return {"onnx": self._onnx_bytes, "card": self.card, "threads": self._threads, "source": self._source}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["onnx"], state["card"], state["threads"], state["source"])
+
+    def fresh(self, threads: int | None = None) -> QualityGate:
+        """The same gate with its own onnxruntime session (e.g. in a forked worker process)."""
+        return QualityGate(self._onnx_bytes, self.card, self._threads if threads is None else threads, self._source)
 
     @classmethod
     def from_files(cls, onnx_path, card_path, threads: int = 1) -> QualityGate:

@@ -3,8 +3,8 @@
 ``predict_distributed(model, paths, out, devices=N, num_nodes=M)``:
 
 - every rank loads the model once (``chestdx.load(run)``, or the ONNX predictor for an ``.onnx`` export);
-- images are read, decoded and resized (the one resize, ``to_uint8_square``) in DataLoader worker processes,
-  so decoding overlaps the model;
+- images are read, decoded, checked by the quality gate and resized in DataLoader worker processes (the
+  Predictor's ``ImagePreparer``: the same steps as ``chestdx predict``), so decoding overlaps the model;
 - the input is cut into blocks of ``batch_size`` images and block ``b`` goes to rank ``b % world_size``: no
   rank sees an image twice, none is padded, and every batch holds the same images whatever the number of
   ranks (so ``devices=2`` gives exactly the rows of ``devices=1``);
@@ -62,29 +62,23 @@ def load_predictor(model: str | Path, threads: int | None = None, device: str = 
 
 
 class DecodedImages:
-    """Map-style dataset of whole batches, read + decoded + resized in DataLoader workers.
+    """Map-style dataset of whole batches, prepared in DataLoader workers by the Predictor's own
+    ``ImagePreparer``: full-resolution decode, image checks and quality gate (refuse / correct) there, so
+    ``--devices N`` gives the rows of ``chestdx predict``; only the (S,S) uint8 model inputs travel.
 
-    Item ``k`` = block ``blocks[k]`` -> ``[(index, uint8 (S,S) image or None, error or None), ...]``.
+    Item ``k`` = block ``blocks[k]`` -> ``[(index, Prediction so far, uint8 (S,S) input or None), ...]``.
     """
 
-    def __init__(self, paths: Sequence[str], size: int, blocks: Sequence[Sequence[int]]):
+    def __init__(self, paths: Sequence[str], preparer: Any, blocks: Sequence[Sequence[int]]):
         self.paths = list(paths)
-        self.size = int(size)
+        self.preparer = preparer
         self.blocks = [list(b) for b in blocks]
 
     def __len__(self) -> int:
         return len(self.blocks)
 
-    def decode(self, i: int) -> tuple[int, np.ndarray | None, str | None]:
-        from chestdx.io import ImageReadError, read_image_u8
-
-        try:  # = to_uint8_square(read_image(path), size), without the float round trip
-            return i, read_image_u8(self.paths[i], size=self.size), None
-        except (ImageReadError, OSError, ValueError) as err:
-            return i, None, str(err)
-
-    def __getitem__(self, k: int) -> list[tuple[int, np.ndarray | None, str | None]]:
-        return [self.decode(i) for i in self.blocks[k]]
+    def __getitem__(self, k: int) -> list[tuple[int, Any, np.ndarray | None]]:
+        return [(i, *self.preparer.prepare(self.paths[i])) for i in self.blocks[k]]
 
 
 def shard_batches(n: int, batch_size: int, rank: int, world_size: int) -> list[list[int]]:
@@ -121,7 +115,7 @@ def _module(spec: PredictSpec):
         def predict_dataloader(self):
             blocks = shard_batches(len(spec.paths), spec.batch_size, self.trainer.global_rank,
                                    self.trainer.world_size)
-            data = DecodedImages(spec.paths, self.predictor.input_size, blocks)
+            data = DecodedImages(spec.paths, self.predictor.preparer, blocks)
             return torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, collate_fn=_as_is,
                                                num_workers=spec.num_workers,
                                                prefetch_factor=2 if spec.num_workers else None)
@@ -129,19 +123,10 @@ def _module(spec: PredictSpec):
         def predict_step(self, batch: list, batch_idx: int) -> int:
             from chestdx.serve.batch import prediction_row
 
-            ok = [(i, img) for i, img, _ in batch if img is not None]
-            preds = {}
-            if ok:
-                arrays = [img.astype(np.float32) / np.float32(255.0) for _, img in ok]
-                for (i, _), pred in zip(ok, self.predictor.predict(arrays, batch_size=len(arrays)), strict=True):
-                    preds[i] = pred
-            for i, img, _ in batch:
-                if img is None:  # the predictor states the error in its own words
-                    preds[i] = self.predictor.predict([spec.paths[i]])[0]
+            preds = self.predictor.predict_prepared([(pred, img) for _, pred, img in batch])
             with open(self.part, "a") as fh:
-                for i, _, _ in batch:
-                    preds[i].source = spec.paths[i]
-                    fh.write(json.dumps({"_index": i, **prediction_row(preds[i], self.predictor.labels)}) + "\n")
+                for (i, _, _), pred in zip(batch, preds, strict=True):
+                    fh.write(json.dumps({"_index": i, **prediction_row(pred, self.predictor.labels)}) + "\n")
             return len(batch)  # rows live in the part file (return_predictions=False keeps memory flat)
 
         def on_predict_end(self) -> None:
