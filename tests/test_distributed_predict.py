@@ -62,3 +62,13 @@ def test_two_ranks_give_exactly_the_rows_of_one(tiny_run: Path, inputs: list[str
         assert df[col].astype(str).tolist() == ref[col].tolist(), col
     assert np.allclose(pd.to_numeric(df.loc[ok, "quality_prob"]), pd.to_numeric(ref.loc[ok, "quality_prob"]))
     assert df.loc[df["path"].str.endswith("sideways.png"), "corrected"].item() != ""
+
+
+def test_default_split_shares_a_rank_s_cores_between_decoding_and_the_model() -> None:
+    from chestdx.serve.distributed import default_split
+
+    assert default_split(1) == (1, 1)  # never zero: at least one of each
+    assert default_split(2) == (1, 1)  # the measured best on 2 cores (docs/benchmarks.md)
+    assert default_split(16) == (8, 8)
+    assert default_split(7) == (3, 4)
+    assert default_split(16, "gpu") == (15, 1)

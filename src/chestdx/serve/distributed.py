@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DecodedImages", "PredictSpec", "load_predictor", "predict_distributed"]
+__all__ = ["DecodedImages", "PredictSpec", "default_split", "load_predictor", "predict_distributed"]
 
 
 @dataclass
@@ -174,6 +174,18 @@ def _under_launcher() -> bool:
     return int(os.environ.get("SLURM_NTASKS", "1")) > 1
 
 
+def default_split(cpus_per_rank: int, accelerator: str = "cpu") -> tuple[int, int]:
+    """(decoding workers, model threads) of one rank. On CPU the rank's cores are split evenly between decoding
+    and the model: a 1024 px PNG costs about as much CPU to decode (~13 ms) as EfficientNet-Lite0 to score
+    (~10 ms), and oversubscribing loses (2 cores: 1 worker + 1 thread 66 img/s vs 2 + 2 56 img/s,
+    docs/benchmarks.md). On a GPU the model needs one host thread and every other core decodes."""
+    c = max(1, int(cpus_per_rank))
+    if accelerator != "cpu":
+        return max(1, c - 1), 1
+    workers = max(1, c // 2)
+    return workers, max(1, c - workers)
+
+
 def predict_distributed(model: str | Path, paths: Sequence[str | Path], out: str | Path, devices: int = 1,
                         num_nodes: int = 1, batch_size: int = 16, num_workers: int | None = None,
                         threads: int | None = None, accelerator: str = "cpu", progress: bool = False,
@@ -181,15 +193,16 @@ def predict_distributed(model: str | Path, paths: Sequence[str | Path], out: str
     """Predict ``paths`` (files, already expanded) on ``devices`` processes per node x ``num_nodes`` nodes;
     write ``out`` (.csv / .json, the ``chestdx predict`` format) in input order. Returns ``out``.
 
-    ``threads``: intra-op threads per rank (default: usable CPUs / devices); ``num_workers``: decoding
-    processes per rank (default 2; 0 decodes in the rank itself). CPU ranks use the gloo backend.
+    ``num_workers``: decoding processes per rank (0 decodes in the rank itself); ``threads``: intra-op threads
+    per rank; defaults from :func:`default_split`. CPU ranks use the gloo backend.
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    auto_workers, auto_threads = default_split(cpus // max(1, int(devices)), accelerator)
     spec = PredictSpec(model=str(Path(model).resolve()), paths=[str(p) for p in paths],
                        out=str(Path(out).resolve()), devices=int(devices), num_nodes=int(num_nodes),
                        accelerator=accelerator, batch_size=int(batch_size),
-                       num_workers=2 if num_workers is None else int(num_workers),
-                       threads=int(threads or max(1, cpus // max(1, devices))), progress=progress,
+                       num_workers=auto_workers if num_workers is None else int(num_workers),
+                       threads=int(threads or auto_threads), progress=progress,
                        extra={"started": time.time(), "load": {"policy": policy, "trust": trust,
                                                                    "gate": "default" if quality_gate else None}})
     Path(spec.out).parent.mkdir(parents=True, exist_ok=True)
