@@ -195,3 +195,23 @@ def test_fast_preprocess_matches_shared_resize(gate: QualityGate, nih_fullres: P
         assert diff.max() <= 8 and diff.mean() < 0.5
         p_fast, p_direct = gate.probs_u8(fast[None]), gate.probs_u8(direct[None])
         assert p_fast.argmax() == p_direct.argmax() and np.abs(p_fast - p_direct).max() < 0.01
+
+
+def test_gate_and_image_preparer_pickle_for_worker_processes() -> None:
+    """Spawned DataLoader workers receive the ImagePreparer pickled: the gate rebuilds its onnxruntime session
+    from its ONNX bytes and gives the same verdicts (forked workers rebuild it once via ``fresh``)."""
+    import pickle
+
+    from chestdx.inference.prepare import ImagePreparer
+
+    gate = QualityGate.default()
+    img = np.rot90(np.linspace(0, 1, 96 * 80, dtype=np.float32).reshape(96, 80), 1)
+    twin = pickle.loads(pickle.dumps(gate))
+    assert twin.session is not gate.session
+    assert twin.assess(img).probs == pytest.approx(gate.assess(img).probs, abs=1e-6)
+    assert gate.fresh(threads=1).assess(img).probs == pytest.approx(gate.assess(img).probs, abs=1e-6)
+    prep = ImagePreparer(32, gate)
+    copy = pickle.loads(pickle.dumps(prep))
+    (p1, x1), (p2, x2) = prep.prepare(img), copy.prepare(img)
+    assert (p1.quality, p1.corrected, p1.error) == (p2.quality, p2.corrected, p2.error)
+    assert (x1 is None and x2 is None) or np.array_equal(x1, x2)
