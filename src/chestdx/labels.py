@@ -67,7 +67,6 @@ def predictions_table(rows: Any, labels: Sequence[str], logits: Any) -> Any:
 
     probs = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
     out = rows[[c for c in ("image_id", "patient_id", "split", "fold") if c in rows.columns]].reset_index(drop=True)
-    out = out.copy()
     for label in labels:
         out[label] = rows[label].to_numpy() if label in rows.columns else np.nan
     for j, label in enumerate(labels):
