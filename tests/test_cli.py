@@ -41,7 +41,8 @@ def test_help_documents_the_exit_codes():
 def test_every_command_group_is_registered():
     names = {c.name or c.callback.__name__ for c in app.registered_commands}
     assert names == {"index", "split", "audit", "cache", "eda", "train", "demo", "evaluate", "compare", "presets",
-                     "explain", "localize", "report", "predict", "serve", "export", "calibrate", "migrate", "adopt"}
+                     "robustness", "explain", "localize", "report", "predict", "serve", "export", "calibrate",
+                     "migrate", "adopt"}
 
 
 def test_usage_errors_exit_2():
@@ -53,6 +54,7 @@ def test_usage_errors_exit_2():
     ["audit", "{missing}"], ["split", "{missing}"], ["eda", "{missing}"], ["cache", "{missing}"],
     ["index", "{missing}"], ["train", "--split", "{missing}", "--config", "demo"],
     ["train", "--resume", "{missing}"], ["evaluate", "{missing}"], ["compare", "{missing}", "{missing}"],
+    ["robustness", "{missing}"],
     ["predict", "{missing}", "{missing}"], ["explain", "{missing}", "x.png"], ["report", "{missing}"],
     ["localize", "{missing}", "--boxes", "{missing}"], ["export", "{missing}", "--onnx", "{tmp}/m.onnx"],
     ["serve", "{missing}"],

@@ -153,6 +153,34 @@ def compare(runs: list[Path] = typer.Argument(..., help="Two or more evaluated r
     console.print(f"-> {out}/compare.csv, compare.png")
 
 
+@user_errors
+def robustness(run_dir: Path = typer.Argument(..., help="Run directory (trained; K = 1 runs: evaluated)."),
+               data: Path | None = typer.Option(None, "--data", "-d", help="Dataset folder if it moved."),
+               split: str = typer.Option("oof", help="oof (each image scored by the member that did not train "
+                                                     "on it: validation data only), val or test."),
+               corruption: list[str] = typer.Option([], "--corruption", "-c", help="Only these corruptions "
+                                                    "(repeatable; default: all)."),
+               severity: list[int] = typer.Option([1, 2, 3], "--severity", "-s", help="Severities 1-3 (repeatable)."),
+               n_boot: int = typer.Option(500, help="Paired patient bootstrap replicates."),
+               ) -> None:
+    """How predictions hold up under gamma, contrast, noise, blur, sharpening, JPEG, low resolution, equalisation.
+
+    Scores the same images clean and corrupted, paired: macro AUROC change with a patient-bootstrap CI, findings
+    called per image, share of images whose findings change. Writes RUN/robustness.json.
+
+    [bold]Example[/bold]
+
+      chestdx robustness runs/nih-default
+      chestdx robustness runs/nih-default -c noise -c jpeg --split test
+    """
+    from chestdx.evaluate.robustness import robustness_markdown, robustness_run
+
+    result = robustness_run(run_dir, data=data, split=split, corruptions=corruption or None,
+                            severities=severity, n_boot=n_boot)
+    stdout.print(robustness_markdown(result), markup=False)
+    console.print(f"-> {run_dir}/robustness.json")
+
+
 def presets() -> None:
     """List the presets shipped with chestdx (name and what it is); use one with `train --config NAME`.
 
@@ -173,5 +201,5 @@ def presets() -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the training/evaluation commands to ``app``."""
-    for command in (train, demo, evaluate, compare, presets):
+    for command in (train, demo, evaluate, compare, robustness, presets):
         app.command(rich_help_panel=PANEL)(command)

@@ -104,12 +104,18 @@ class ModelSection(Section):
 
 
 class AugmentSection(Section):
-    """Train-only affine jitter (``chestdx.data.dataset.AugmentConfig``)."""
+    """Train-only augmentation (``chestdx.data.dataset.AugmentConfig``): affine jitter, and intensity changes
+    (gamma, contrast, noise, blur; each off at 0) applied with probability ``intensity_prob``."""
 
     shift: Float = Field(0.05, ge=0.0, le=0.5)
     rotate_deg: Float = Field(5.0, ge=0.0, le=180.0)
     shear: Float = Field(0.05, ge=0.0, le=1.0)
     zoom: Float = Field(0.15, ge=0.0, lt=1.0)
+    gamma: Float = Field(0.0, ge=0.0, le=3.0)
+    contrast: Float = Field(0.0, ge=0.0, lt=1.0)
+    noise_std: Float = Field(0.0, ge=0.0, le=0.5)
+    blur_sigma: Float = Field(0.0, ge=0.0, le=5.0)
+    intensity_prob: Float = Field(0.5, ge=0.0, le=1.0)
 
 
 class LossSection(Section):
