@@ -102,6 +102,13 @@ def test_robustness_run_on_real_images(nih_sample: Path, tmp_path: Path) -> None
     noise = {s["severity"]: s["mean_abs_dprob"] for s in res["settings"] if s["corruption"] == "noise"}
     assert noise[3] > noise[1]  # a stronger corruption moves the probabilities more
     assert "| noise | 3 | 0.08 |" in robustness_markdown(res)
+    # the report and the model card carry the result
+    from chestdx.report.build import _robustness_section
+    from chestdx.report.model_card import build_model_card, card_markdown
+
+    assert "<td>noise</td><td>3</td><td>0.08</td>" in _robustness_section(run).replace("\n", "")
+    card = card_markdown(build_model_card(run))
+    assert "Robustness (val rows" in card and "noise" in card
     # the clean macro AUROC is the one of the Predictor's own probabilities on the same rows
     from sklearn.metrics import roc_auc_score
 

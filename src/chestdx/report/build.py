@@ -151,6 +151,29 @@ def _localization_section(run: Path) -> str:
             + H.img_tag(loc / "gallery.png", caption="Methods side by side; green box = ground truth"))
 
 
+def _robustness_section(run: Path) -> str:
+    path = run / "robustness.json"
+    if not path.is_file():
+        return ("<p>No robustness check in this run dir (run <code>chestdx robustness RUN_DIR</code> to score the "
+                "same images under gamma, contrast, noise, blur, sharpening, JPEG, low resolution and "
+                "equalisation).</p>")
+    res = json.loads(path.read_text())
+    clean = res["clean"]
+    text = (f"<p>Split <b>{H.esc(res['split'])}</b>: {res['n_images']} images, {res['n_patients']} patients, scored "
+            f"clean and corrupted (paired; 95% patient-bootstrap CI of the change). Clean macro AUROC "
+            f"{H.fmt(clean['macro_auroc'])}, {clean['called_per_image']:.2f} findings called per image. The "
+            f"corruptions act on the model input, after the quality gate (docs/robustness.md).</p>")
+    rows = []
+    for st in res["settings"]:
+        ci = st.get("delta_auroc_ci")
+        change = "n/a" if st["delta_auroc"] is None else (
+            f"{st['delta_auroc']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""))
+        rows.append([st["corruption"], st["severity"], f"{st['level']:g}", H.fmt(st["macro_auroc"]), change,
+                     f"{st['called_per_image']:.2f}", f"{100 * st['flip_rate']:.1f}%"])
+    return text + H.table(["corruption", "severity", "level", "macro AUROC", "change [95% CI]", "findings / image",
+                           "images whose findings change"], rows)
+
+
 def build_report(run_dir: str | Path, n_gallery: int = 3, predictor: Any = None) -> Path:
     """Write ``RUN_DIR/report.html`` (self-contained) and ``RUN_DIR/MODEL_CARD.md``; return the HTML path.
 
@@ -192,6 +215,7 @@ def build_report(run_dir: str | Path, n_gallery: int = 3, predictor: Any = None)
             H.section("Saliency gallery: true positives, false positives, false negatives",
                       _gallery_section(run, metrics, n_gallery, predictor), "saliency"),
             H.section("Localization against boxes", _localization_section(run), "localization"),
+            H.section("Robustness to acquisition changes", _robustness_section(run), "robustness"),
             H.section("Model card", card_html(card), "model-card")]
     path = run / "report.html"
     path.write_text(H.page(f"chestdx report: {run.name}", "\n".join(body)), encoding="utf-8")

@@ -135,6 +135,18 @@ def build_model_card(run_dir: str | Path, summary: dict[str, Any] | None = None,
                               f"{fmt(fpi.get('true_per_image'))} truly present.")
     else:
         evaluation.append("Not evaluated yet (no metrics.json): run `chestdx evaluate RUN_DIR`.")
+    robust = _json(run / "robustness.json")
+    if robust.get("settings"):
+        worst = {}
+        for st in robust["settings"]:
+            if st["delta_auroc"] is not None and (st["corruption"] not in worst
+                                                  or st["delta_auroc"] < worst[st["corruption"]]["delta_auroc"]):
+                worst[st["corruption"]] = st
+        evaluation.append(
+            f"Robustness ({robust['split']} rows, `chestdx robustness`): macro AUROC change under the strongest "
+            "tested version of each acquisition change: " + "; ".join(
+                f"{name} {st['delta_auroc']:+.3f} (level {st['level']:g})" for name, st in worst.items())
+            + ". Large drops mean the model is unreliable for images processed that way.")
     n_train = splits.get("train", {}).get("images", summary.get("n_images", 0))
     limits = [
         f"Small training set ({n_train} training images): wide confidence intervals, unstable rare labels.",
