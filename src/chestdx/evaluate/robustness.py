@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chestdx.data.pipeline import cache_table
+from chestdx.data.pipeline import cache_table, progress_bar
 from chestdx.evaluate.bootstrap import group_codes, patient_counts, percentile_ci
 from chestdx.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from chestdx.evaluate.metrics import multilabel_core
@@ -60,6 +60,18 @@ def _scored_rows(rt: Any, split: str) -> tuple[pd.DataFrame, list[tuple[list[int
     return rows, [(list(range(len(members))), np.arange(len(rows)))]
 
 
+def _backends(rt: Any, groups: list[tuple[list[int], np.ndarray]]) -> dict[tuple[int, ...], Any]:
+    """A torch backend per group of members (each member's weights loaded once)."""
+    from chestdx.inference.backend_torch import TorchBackend, build_member
+
+    nets: dict[int, Any] = {}
+    for who, _ in groups:
+        for k in who:
+            if k not in nets:
+                nets[k] = build_member(rt.manifest, rt.run.load_member_state(rt.manifest["members"][k]))
+    return {tuple(who): TorchBackend([nets[k] for k in who]) for who, _ in groups}
+
+
 def _logits(backends: dict[tuple[int, ...], Any], groups: list[tuple[list[int], np.ndarray]],
             pixels: np.ndarray, meta: np.ndarray | None, n_labels: int) -> np.ndarray:
     z = np.zeros((len(pixels), n_labels), np.float64)
@@ -79,7 +91,6 @@ def robustness_run(run_dir: str | Path, data: str | Path | None = None, split: s
                    write: bool = True) -> dict[str, Any]:
     """Score ``split`` rows clean and under each corruption; returns (and writes ``RUN/robustness.json``) the
     paired comparison. Never writes the weights."""
-    from chestdx.inference.backend_torch import TorchBackend, build_member
     from chestdx.inference.run_table import open_run_table
     from chestdx.models import encode_metadata
 
@@ -102,15 +113,7 @@ def robustness_run(run_dir: str | Path, data: str | Path | None = None, split: s
                               for who, idx in groups]
     pixels = np.asarray(cache.pixels[cache.slots(rows["path"].tolist())])
     meta = encode_metadata(rows, manifest["metadata"]) if manifest.get("metadata") else None
-    states = {}
-    backends = {}
-    for who, _ in groups:
-        nets = []
-        for k in who:
-            if k not in states:
-                states[k] = build_member(manifest, rt.run.load_member_state(manifest["members"][k]))
-            nets.append(states[k])
-        backends[tuple(who)] = TorchBackend(nets)
+    backends = _backends(rt, groups)
     cal = Calibration.from_sidecar(rt.run.read_calibration(), labels)
 
     y = rows[labels].to_numpy(np.float64)
@@ -133,23 +136,25 @@ def robustness_run(run_dir: str | Path, data: str | Path | None = None, split: s
                   "true_per_image": float(np.where(known, y, 0).sum(1).mean())},
         "settings": [],
     }
-    for name in names:
-        for sev in severities:
-            zc = _logits(backends, groups, corrupt(pixels, name, int(sev), seed), meta, len(labels))
+    settings = [(name, int(sev)) for name in names for sev in severities]
+    with progress_bar("corruptions", len(settings), show_progress) as bar:
+        task = bar.add_task("corruptions", total=len(settings))
+        for name, sev in settings:
+            zc = _logits(backends, groups, corrupt(pixels, name, sev, seed), meta, len(labels))
             res, reps = multilabel_core(y, 1.0 / (1.0 + np.exp(-zc)), codes, counts, labels, min_pos, 5, 0.95)
             pc = cal.apply(zc)
             called = _called(cal, pc)
             diff = reps["macro"]["auroc"] - clean_reps["macro"]["auroc"] if clean_reps["macro"] else np.array([np.nan])
             a0, a1 = clean["macro"]["auroc"], res["macro"]["auroc"]
             out["settings"].append({
-                "corruption": name, "severity": int(sev), "level": CORRUPTIONS[name][1][int(sev) - 1],
+                "corruption": name, "severity": sev, "level": CORRUPTIONS[name][1][sev - 1],
                 "macro_auroc": a1, "delta_auroc": None if a0 is None or a1 is None else a1 - a0,
                 "delta_auroc_ci": percentile_ci(diff[np.isfinite(diff)]) if np.isfinite(diff).any() else None,
                 "called_per_image": float((called & known).sum(1).mean()),
                 "flip_rate": float((called != called0).any(axis=1).mean()),
                 "mean_abs_dprob": float(np.abs(pc - p0).mean()),
             })
-            log.info("%s/%d: macro AUROC %s", name, sev, a1)
+            bar.advance(task)
     if write:
         (rt.run.path / ROBUSTNESS_FILE).write_text(json.dumps(out, indent=2, allow_nan=False))
     return out
