@@ -24,7 +24,8 @@ from chestdx.data.transforms import to_uint8_square
 CLASSES = ("frontal", "rot90", "rot180", "rot270", "inverted", "not_cxr")
 ACTIONS = ("ok", "corrected", "refused", "uncertain")
 CARD_FORMAT = "chestdx-quality-gate/2"
-CARD_FORMATS = ("chestdx-quality-gate/1", CARD_FORMAT)  # /2: same graph contract, card adds test_time_mirror
+# /2: same graph contract as /1, card adds test_time_mirror; /3: input size from the card (v3: 128 px)
+CARD_FORMATS = ("chestdx-quality-gate/1", CARD_FORMAT, "chestdx-quality-gate/3")
 _ROT_K = {"rot90": 1, "rot180": 2, "rot270": 3}
 _FOUND = {
     "rot90": "image rotated 90 degrees counter-clockwise (its top was on the left)",
