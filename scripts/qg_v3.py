@@ -67,8 +67,8 @@ class Data:
         self.neg["test-miss-both"] = bank.negatives("neg-test-miss-both", {"cxr_miss": args.n_neg_test}, "test",
                                                     pools.cxr_rows(every, "test"), 41)
         self.cxr = {(s, v): bank.cxr(s, v) for s in every for v in ("clean", "aug0")}
-        for s in P.NIH:
-            for k in range(1, args.extra_aug + 1):
+        for s in every:
+            for k in range(1, (args.extra_aug_kermany if s == "kermany" else args.extra_aug) + 1):
                 self.cxr[(s, f"aug{k}")] = bank.cxr(s, f"aug{k}", "train")
 
     def split_of(self, src: str, rows: np.ndarray) -> np.ndarray:
@@ -153,8 +153,13 @@ def probs(head: Head, x: np.ndarray, xm: np.ndarray, tta: bool, cin: int) -> np.
     return (p + run(xm)[:, PERM6]) / 2 if tta else p
 
 
+ARRAYS: dict[str, np.ndarray] = {}  # every evaluated probability, saved to <out>/probs.npz
+
+
 def block(p, y, g, thr) -> dict:
-    return {"thresholds": thr, "n": len(y), "outcomes": E.outcome_table(p, y, g, thr),
+    k = len(ARRAYS) // 3
+    ARRAYS.update({f"probs{k}": p, f"true{k}": y, f"group{k}": g})
+    return {"arrays": k, "thresholds": thr, "n": len(y), "outcomes": E.outcome_table(p, y, g, thr),
             "confusion": E.confusion(p, y, thr)}
 
 
@@ -221,12 +226,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--base", type=int, default=192, help="augmentation source size")
     ap.add_argument("--taps", type=int, nargs="+", default=[10, 11], help="trunk blocks whose features are cached")
-    ap.add_argument("--tap", type=int, default=11, help="the block feeding the head (10: stride 16, 11: stride 32)")
-    ap.add_argument("--extra-aug", type=int, default=4, help="more augmented views of NIH training rows")
+    ap.add_argument("--tap", type=int, default=10, help="the block feeding the head (10: stride 16, 11: stride 32)")
+    ap.add_argument("--extra-aug", type=int, default=8, help="more augmented views of NIH training rows")
+    ap.add_argument("--extra-aug-kermany", type=int, default=2, help="more augmented views of Kermany training rows")
     ap.add_argument("--n-neg-train", type=int, default=8000)
     ap.add_argument("--n-neg-val", type=int, default=200)
     ap.add_argument("--n-neg-test", type=int, default=200)
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--wd", type=float, default=1e-2)
     ap.add_argument("--ch", type=int, default=32)
@@ -308,6 +314,7 @@ def main(argv: list[str]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     ev = {"args": {k: str(v) for k, v in vars(args).items()}, "seconds": time.perf_counter() - t0, "results": results}
     (args.out / "eval.json").write_text(json.dumps(ev, indent=1))
+    np.savez_compressed(args.out / "probs.npz", **ARRAYS)
     lines = [f"Command: `python scripts/qg_v3.py {' '.join(argv)}`\n"]
     for name, res in results.items():
         lines.append(f"### {name}\n\nthresholds: {res['thresholds']}\n\n{E.md_outcomes(res['outcomes'])}\n\n"
