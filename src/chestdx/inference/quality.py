@@ -152,6 +152,9 @@ class QualityGate:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # no busy-waiting between ops: on a shared/busy 2-core machine spinning threads made 2 threads 2-3x
+        # slower than 1 (measured with bench/bench_quality.py: 2500 x 2048 image 33 ms -> 15 ms)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
