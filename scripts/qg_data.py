@@ -52,13 +52,14 @@ def _cxr_files(root: Path) -> dict[str, list[tuple[Path, str]]]:
 
 
 def load_cxr_cache(root: Path, cache: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Decode every CXR once (cached as npz under ``cache``): base (N,128,128), clean (N,64,64), patient, name."""
+    """Decode every CXR once (cached as npz under ``cache``): base (N,BASE,BASE), clean (N,SIZE,SIZE), patient, name."""
     from chestdx.io import read_image
 
     cache.mkdir(parents=True, exist_ok=True)
     out = {}
     for src, files in _cxr_files(root).items():
-        f = cache / f"{src}-{len(files)}.npz"
+        tag = "" if (BASE, SIZE) == (128, 64) else f"-{BASE}-{SIZE}"  # v3 gate: other sizes, own files
+        f = cache / f"{src}-{len(files)}{tag}.npz"
         if not f.exists():
             base, clean = [], []
             for path, _ in files:

@@ -1,4 +1,5 @@
-"""Train, calibrate (thresholds) and evaluate the input quality gate; export it as package data.
+"""Quality gate v2 (64 px CNN from scratch): train, calibrate, evaluate, export. Superseded by v3 (scripts/qg_v3.py,
+the shipped gate); kept to reproduce v2 and its tables.
 
   nice -n 10 python scripts/train_quality_gate.py --skimage-wheel W --nilearn-wheel W --nibabel-wheel W
         # ship: leave-one-source-out models first (cross-source refusal thresholds), then the shipped model
@@ -34,7 +35,7 @@ import torch
 from qg_pools import NIH, Pools, eval_set
 from torch import nn
 
-from chestdx.inference.quality import CARD_FORMAT, CLASSES, model_input
+from chestdx.inference.quality import CLASSES, model_input
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "src" / "chestdx" / "inference" / "assets"
@@ -166,7 +167,7 @@ def export(model: nn.Module, thr: dict, args, pools: Pools, cross: dict) -> None
         diff = float(np.abs(sess.run(None, {"image": xs})[0] - model(torch.from_numpy(xs)).numpy()).max())
     kinds = [k for k in P.NEG_WEIGHTS]
     card = {
-        "format": CARD_FORMAT, "version": args.version, "classes": list(CLASSES), "input_size": D.SIZE,
+        "format": "chestdx-quality-gate/2", "version": args.version, "classes": list(CLASSES), "input_size": D.SIZE,
         "input": "image (B,1,64,64) float32 = model_input(to_uint8_square(img01, 64), input_transform); "
                  "output logits (B,6) (log of class probabilities when test_time_mirror)",
         "input_transform": TRANSFORM[0], "test_time_mirror": not args.no_tta,

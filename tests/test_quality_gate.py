@@ -32,22 +32,27 @@ def _result(corrected: str | None, action: str = "corrected") -> QualityResult:
 def test_default_loads_package_data(gate: QualityGate) -> None:
     assets = resources.files("chestdx.inference") / "assets"
     card = json.loads((assets / "quality_gate.json").read_text())
-    assert card["classes"] == list(CLASSES) and gate.size == card["input_size"] == 64
+    assert card["classes"] == list(CLASSES) and gate.size == card["input_size"] == 128
     assert hashlib.sha256((assets / "quality_gate.onnx").read_bytes()).hexdigest() == card["onnx_sha256"]
-    assert (assets / "quality_gate.onnx").stat().st_size < 1_000_000
+    assert (assets / "quality_gate.onnx").stat().st_size < 5_000_000  # truncated Lite0 trunk + head, fp32
+    assert gate.version == "3" and card["format"] == "chestdx-quality-gate/3"
+    x = np.zeros((2, 1, gate.size, gate.size), np.float32)  # the graph contract: image (B,1,S,S) -> (B,6)
+    assert gate.session.run(None, {"image": x})[0].shape == (2, len(CLASSES))
     assert all(0.5 <= gate.thresholds[k] < 1 for k in ("ok", "correct", "refuse"))
     assert card["format"] in CARD_FORMATS
     assert QualityGate.default() is gate  # loaded once
 
 
 def test_older_card_format_loads_and_bad_cards_fail() -> None:
-    """A chestdx-quality-gate/1 card still loads; unknown formats and missing thresholds fail."""
+    """chestdx-quality-gate/1 and /2 cards still load (same reading: input size from the card); unknown formats
+    and missing thresholds fail."""
     assets = resources.files("chestdx.inference") / "assets"
     data = (assets / "quality_gate.onnx").read_bytes()
     card = json.loads((assets / "quality_gate.json").read_text())
-    v1 = dict(card, format="chestdx-quality-gate/1", thresholds={"ok": 0.5, "correct": 0.5, "refuse": 0.85})
-    g = QualityGate(data, v1)
-    assert g.thresholds["refuse"] == 0.85 and g.assess(np.zeros((40, 40))).action in ACTIONS
+    for fmt in ("chestdx-quality-gate/1", "chestdx-quality-gate/2"):
+        old = dict(card, format=fmt, thresholds={"ok": 0.5, "correct": 0.5, "refuse": 0.85})
+        g = QualityGate(data, old)
+        assert g.thresholds["refuse"] == 0.85 and g.assess(np.zeros((40, 40))).action in ACTIONS
     with pytest.raises(ValueError, match="card format"):
         QualityGate(data, dict(card, format="chestdx-quality-gate/9"))
     with pytest.raises(ValueError, match="missing"):

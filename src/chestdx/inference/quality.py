@@ -1,8 +1,9 @@
 """Input quality gate: is this an upright frontal chest X-ray? Correct a rotation/inversion, refuse the rest.
 
-A small CNN shipped as package data (``chestdx/inference/assets/quality_gate.onnx`` + ``quality_gate.json``),
-run with onnxruntime: numpy only, no torch, identical in both Predictor backends. Trained and its thresholds
-chosen on validation data by ``scripts/train_quality_gate.py``; see docs/quality_gate.md.
+A small network shipped as package data (``chestdx/inference/assets/quality_gate.onnx`` + ``quality_gate.json``),
+run with onnxruntime: numpy only, no torch, identical in both Predictor backends. Version 3: a frozen, truncated
+EfficientNet-Lite0 trunk (ImageNet weights) + a trained head on 128 px grey images, test-time mirror averaging in
+the graph. Trained and its thresholds chosen by ``scripts/qg_v3.py``; see docs/quality_gate.md.
 
 Classes (``rotK`` = the upright image turned as ``np.rot90(img, K)``, i.e. K x 90 degrees counter-clockwise):
 ``frontal``, ``rot90``, ``rot180``, ``rot270``, ``inverted``, ``not_cxr``.
@@ -23,8 +24,10 @@ from chestdx.data.transforms import to_uint8_square
 
 CLASSES = ("frontal", "rot90", "rot180", "rot270", "inverted", "not_cxr")
 ACTIONS = ("ok", "corrected", "refused", "uncertain")
-CARD_FORMAT = "chestdx-quality-gate/2"
-CARD_FORMATS = ("chestdx-quality-gate/1", CARD_FORMAT)  # /2: same graph contract, card adds test_time_mirror
+CARD_FORMAT = "chestdx-quality-gate/3"
+# /1: image (B,1,64,64) -> logits (B,6); /2: + test_time_mirror; /3: the input size S is the card's input_size
+# (v3: 128) -- every format is read the same way: image (B,1,S,S) = to_uint8_square(img, S) / 255
+CARD_FORMATS = ("chestdx-quality-gate/1", "chestdx-quality-gate/2", CARD_FORMAT)
 _ROT_K = {"rot90": 1, "rot180": 2, "rot270": 3}
 _FOUND = {
     "rot90": "image rotated 90 degrees counter-clockwise (its top was on the left)",
@@ -127,7 +130,8 @@ def _note(verdict: str, prob: float, action: str, p_not_cxr: float = 0.0) -> str
 
 
 class QualityGate:
-    """The ONNX quality model + its card (classes, input size, thresholds, version, training sources)."""
+    """The ONNX quality model + its card (classes, input size, thresholds, version, training sources). Graph:
+    ``image`` (B, 1, S, S) float32 in [0, 1] (S = card ``input_size``) -> (B, 6) logits (softmax = probabilities)."""
 
     def __init__(self, onnx_bytes: bytes, card: dict[str, Any], threads: int = 1, source: str = "quality gate"):
         import onnxruntime as ort
@@ -148,6 +152,9 @@ class QualityGate:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # no busy-waiting between ops: on a shared/busy 2-core machine spinning threads made 2 threads 2-3x
+        # slower than 1 (measured with bench/bench_quality.py: 2500 x 2048 image 33 ms -> 15 ms)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
