@@ -179,20 +179,11 @@ def fit(data: Data, groups: list[str], args, log):
 
 
 def export(head: Head, thr: dict, cross: dict, args, pools: P.Pools, path: Path) -> dict:
-    from train_quality_gate import MirrorTTA
+    from train_quality_gate import MirrorTTA, export_onnx_checked
 
     net = GateV3(args.tap, head, args.size).eval()
     model = net if args.no_tta else MirrorTTA(net).eval()
-    x = torch.zeros(1, 1, args.size, args.size)
-    torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["image"],
-                      output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                      do_constant_folding=True)
-    import onnxruntime as ort
-
-    xs = np.random.default_rng(0).random((8, 1, args.size, args.size)).astype(np.float32)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        diff = float(np.abs(sess.run(None, {"image": xs})[0] - model(torch.from_numpy(xs)).numpy()).max())
+    diff = export_onnx_checked(model, args.size, path, n=8)
     s = args.size
     return {
         "format": "chestdx-quality-gate/3", "version": "3", "classes": list(CLASSES), "input_size": s,

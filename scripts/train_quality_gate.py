@@ -152,19 +152,24 @@ def fit_and_evaluate(pools: Pools, sources, args, log) -> tuple[nn.Module, dict,
     return model, thr, block(pv, yv, gv, thr)
 
 
+def export_onnx_checked(model: nn.Module, size: int, path: Path, n: int = 16) -> float:
+    """Export the gate graph (``image`` (B,1,S,S) -> ``logits``) to ``path``; max |onnxruntime - torch| on ``n``
+    random images."""
+    import onnxruntime as ort
+
+    torch.onnx.export(model, (torch.zeros(1, 1, size, size),), str(path), dynamo=False, opset_version=17,
+                      input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, do_constant_folding=True)
+    xs = np.random.default_rng(0).random((n, 1, size, size)).astype(np.float32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        return float(np.abs(sess.run(None, {"image": xs})[0] - model(torch.from_numpy(xs)).numpy()).max())
+
+
 def export(model: nn.Module, thr: dict, args, pools: Pools, cross: dict) -> None:
     ASSETS.mkdir(parents=True, exist_ok=True)
     onnx_path = ASSETS / "quality_gate.onnx"
-    x = torch.zeros(1, 1, D.SIZE, D.SIZE)
-    torch.onnx.export(model, (x,), str(onnx_path), dynamo=False, opset_version=17, input_names=["image"],
-                      output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                      do_constant_folding=True)
-    import onnxruntime as ort
-
-    xs = np.random.default_rng(0).random((16, 1, D.SIZE, D.SIZE)).astype(np.float32)
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        diff = float(np.abs(sess.run(None, {"image": xs})[0] - model(torch.from_numpy(xs)).numpy()).max())
+    diff = export_onnx_checked(model, D.SIZE, onnx_path, n=16)
     kinds = [k for k in P.NEG_WEIGHTS]
     card = {
         "format": "chestdx-quality-gate/2", "version": args.version, "classes": list(CLASSES), "input_size": D.SIZE,
