@@ -65,6 +65,7 @@ class RunDir:
     oof = property(lambda self: self.path / "oof.csv")
     predictions = property(lambda self: self.path / "predictions.csv")
     metrics = property(lambda self: self.path / "metrics.json")
+    robustness = property(lambda self: self.path / "robustness.json")  # chestdx robustness
     legacy_path = property(lambda self: self.path / LEGACY_NAME)
 
     def fold_dir(self, k: int) -> Path:

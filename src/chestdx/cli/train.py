@@ -154,7 +154,7 @@ def compare(runs: list[Path] = typer.Argument(..., help="Two or more evaluated r
 
 
 @user_errors
-def robustness(run_dir: Path = typer.Argument(..., help="Run directory (trained; K = 1 runs: evaluated)."),
+def robustness(run_dir: Path = typer.Argument(..., help="Run directory (trained)."),
                data: Path | None = typer.Option(None, "--data", "-d", help="Dataset folder if it moved."),
                split: str = typer.Option("oof", help="oof (each image scored by the member that did not train "
                                                      "on it: validation data only), val or test."),

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from chestdx.data.pipeline import cache_table, progress_bar
 from chestdx.evaluate.bootstrap import group_codes, patient_counts, percentile_ci
@@ -31,9 +32,7 @@ from chestdx.inference.calibration import Calibration
 
 log = logging.getLogger(__name__)
 
-__all__ = ["robustness_run", "robustness_markdown", "ROBUSTNESS_FILE"]
-
-ROBUSTNESS_FILE = "robustness.json"
+__all__ = ["robustness_run", "robustness_markdown", "change_text"]
 
 
 def _scored_rows(rt: Any, split: str) -> tuple[pd.DataFrame, list[tuple[list[int], np.ndarray]]]:
@@ -89,7 +88,7 @@ def robustness_run(run_dir: str | Path, data: str | Path | None = None, split: s
                    corruptions: Sequence[str] | None = None, severities: Sequence[int] = SEVERITIES,
                    n_boot: int = 500, seed: int = 0, min_pos: int = 5, show_progress: bool = True,
                    write: bool = True) -> dict[str, Any]:
-    """Score ``split`` rows clean and under each corruption; returns (and writes ``RUN/robustness.json``) the
+    """Score ``split`` rows clean and under each corruption; returns (and writes ``RunDir.robustness``) the
     paired comparison. Never writes the weights."""
     from chestdx.inference.run_table import open_run_table
     from chestdx.models import encode_metadata
@@ -120,7 +119,7 @@ def robustness_run(run_dir: str | Path, data: str | Path | None = None, split: s
     codes = group_codes(rows["patient_id"].to_numpy(), len(rows))
     counts = patient_counts(codes, n_boot, seed)
     z0 = _logits(backends, groups, pixels, meta, len(labels))
-    clean, clean_reps = multilabel_core(y, 1.0 / (1.0 + np.exp(-z0)), codes, counts, labels, min_pos, 5, 0.95)
+    clean, clean_reps = multilabel_core(y, expit(z0), codes, counts, labels, min_pos, 5, 0.95)
     p0 = cal.apply(z0)
     called0 = _called(cal, p0)
     known = ~np.isnan(y)
@@ -141,7 +140,7 @@ def robustness_run(run_dir: str | Path, data: str | Path | None = None, split: s
         task = bar.add_task("corruptions", total=len(settings))
         for name, sev in settings:
             zc = _logits(backends, groups, corrupt(pixels, name, sev, seed), meta, len(labels))
-            res, reps = multilabel_core(y, 1.0 / (1.0 + np.exp(-zc)), codes, counts, labels, min_pos, 5, 0.95)
+            res, reps = multilabel_core(y, expit(zc), codes, counts, labels, min_pos, 5, 0.95)
             pc = cal.apply(zc)
             called = _called(cal, pc)
             diff = reps["macro"]["auroc"] - clean_reps["macro"]["auroc"] if clean_reps["macro"] else np.array([np.nan])
@@ -156,12 +155,19 @@ def robustness_run(run_dir: str | Path, data: str | Path | None = None, split: s
             })
             bar.advance(task)
     if write:
-        (rt.run.path / ROBUSTNESS_FILE).write_text(json.dumps(out, indent=2, allow_nan=False))
+        rt.run.robustness.write_text(json.dumps(out, indent=2, allow_nan=False))
     return out
 
 
 def _fmt(v: float | None, spec: str = ".3f") -> str:
     return "n/a" if v is None else format(v, spec)
+
+
+def change_text(setting: dict[str, Any]) -> str:
+    """A setting's macro AUROC change with its CI, e.g. ``-0.101 [-0.145, -0.061]`` (``n/a`` when undefined)."""
+    ci = setting.get("delta_auroc_ci")
+    ci_s = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci and setting["delta_auroc"] is not None else ""
+    return _fmt(setting["delta_auroc"], "+.3f") + ci_s
 
 
 def robustness_markdown(result: dict[str, Any]) -> str:
@@ -173,9 +179,7 @@ def robustness_markdown(result: dict[str, Any]) -> str:
              "| corruption | severity | level | macro AUROC | change [95% CI] | findings / image | "
              "images whose findings change | mean abs change of p |", "|---|---|---|---|---|---|---|---|"]
     for s in result["settings"]:
-        ci = s["delta_auroc_ci"]
-        ci_s = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
         lines.append(f"| {s['corruption']} | {s['severity']} | {s['level']:g} | {_fmt(s['macro_auroc'])} | "
-                     f"{_fmt(s['delta_auroc'], '+.3f')}{ci_s} | {s['called_per_image']:.2f} | "
+                     f"{change_text(s)} | {s['called_per_image']:.2f} | "
                      f"{100 * s['flip_rate']:.1f}% | {s['mean_abs_dprob']:.3f} |")
     return "\n".join(lines) + "\n"

@@ -152,7 +152,10 @@ def _localization_section(run: Path) -> str:
 
 
 def _robustness_section(run: Path) -> str:
-    path = run / "robustness.json"
+    from chestdx.evaluate.robustness import change_text
+    from chestdx.rundir import RunDir
+
+    path = RunDir(run).robustness
     if not path.is_file():
         return ("<p>No robustness check in this run dir (run <code>chestdx robustness RUN_DIR</code> to score the "
                 "same images under gamma, contrast, noise, blur, sharpening, JPEG, low resolution and "
@@ -165,10 +168,7 @@ def _robustness_section(run: Path) -> str:
             f"corruptions act on the model input, after the quality gate (docs/robustness.md).</p>")
     rows = []
     for st in res["settings"]:
-        ci = st.get("delta_auroc_ci")
-        change = "n/a" if st["delta_auroc"] is None else (
-            f"{st['delta_auroc']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""))
-        rows.append([st["corruption"], st["severity"], f"{st['level']:g}", H.fmt(st["macro_auroc"]), change,
+        rows.append([st["corruption"], st["severity"], f"{st['level']:g}", H.fmt(st["macro_auroc"]), change_text(st),
                      f"{st['called_per_image']:.2f}", f"{100 * st['flip_rate']:.1f}%"])
     return text + H.table(["corruption", "severity", "level", "macro AUROC", "change [95% CI]", "findings / image",
                            "images whose findings change"], rows)

@@ -135,7 +135,7 @@ def build_model_card(run_dir: str | Path, summary: dict[str, Any] | None = None,
                               f"{fmt(fpi.get('true_per_image'))} truly present.")
     else:
         evaluation.append("Not evaluated yet (no metrics.json): run `chestdx evaluate RUN_DIR`.")
-    robust = _json(run / "robustness.json")
+    robust = _json(rd.robustness)
     if robust.get("settings"):
         worst = {}
         for st in robust["settings"]:
@@ -143,8 +143,8 @@ def build_model_card(run_dir: str | Path, summary: dict[str, Any] | None = None,
                                                   or st["delta_auroc"] < worst[st["corruption"]]["delta_auroc"]):
                 worst[st["corruption"]] = st
         evaluation.append(
-            f"Robustness ({robust['split']} rows, `chestdx robustness`): macro AUROC change under the strongest "
-            "tested version of each acquisition change: " + "; ".join(
+            f"Robustness ({robust['split']} rows, `chestdx robustness`): largest macro AUROC drop over the tested "
+            "strengths of each acquisition change: " + "; ".join(
                 f"{name} {st['delta_auroc']:+.3f} (level {st['level']:g})" for name, st in worst.items())
             + ". Large drops mean the model is unreliable for images processed that way.")
     n_train = splits.get("train", {}).get("images", summary.get("n_images", 0))
