@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-__all__ = ["CORRUPTIONS", "SEVERITIES", "corrupt", "corruption_names"]
+__all__ = ["CORRUPTIONS", "SEVERITIES", "corrupt"]
 
 SEVERITIES = (1, 2, 3)
 
@@ -34,10 +34,6 @@ CORRUPTIONS: dict[str, tuple[str, tuple[float, float, float]]] = {
     "lowres": ("low-resolution source: down-sampled to this fraction of the side, then back", (0.6, 0.4, 0.25)),
     "equalize": ("histogram-equalised display processing, blended in at this weight", (0.35, 0.65, 1.0)),
 }
-
-
-def corruption_names() -> list[str]:
-    return list(CORRUPTIONS)
 
 
 def _f(u8: np.ndarray) -> np.ndarray:

@@ -15,7 +15,6 @@ input (the cached (S, S) uint8 pixels), after the quality gate, which is not par
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,6 @@ from chestdx.evaluate.bootstrap import group_codes, patient_counts, percentile_c
 from chestdx.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from chestdx.evaluate.metrics import multilabel_core
 from chestdx.inference.calibration import Calibration
-
-log = logging.getLogger(__name__)
 
 __all__ = ["robustness_run", "robustness_markdown", "change_text"]
 
