@@ -31,6 +31,7 @@ class FakePredictor:
     """The Predictor surface the app uses, with real decoding, counted calls and an optional gate to hold work."""
 
     arch = "fake"
+    can_explain = True
     labels = LABELS
 
     def __init__(self, gate: threading.Event | None = None):
@@ -41,7 +42,7 @@ class FakePredictor:
     def describe(self) -> dict:
         return {"arch": self.arch, "labels": self.labels, "ood": None}
 
-    def predict_bytes(self, data: bytes, name: str = "upload"):
+    def predict_bytes(self, data: bytes, name: str = "upload", heatmaps=False, method: str = "gradcam"):
         self.calls += 1
         if self.gate is not None:
             self.gate.wait(30)
@@ -50,14 +51,12 @@ class FakePredictor:
         pred = Prediction(source=name, probabilities=probs, raw_probabilities=probs,
                           thresholds=dict.fromkeys(self.labels, 0.45), findings=[lb for lb in self.labels
                                                                                  if probs[lb] >= 0.45])
+        wanted = list(heatmaps(pred) if callable(heatmaps) else heatmaps or [])
+        if wanted:  # one batch of maps per request, as the real Predictor computes them
+            self.heatmap_batches.append([self.labels.index(lb) for lb in wanted])
+            ramp = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+            pred.heatmaps = dict.fromkeys(wanted, ramp)
         return pred, img
-
-    def preprocess(self, img: np.ndarray) -> np.ndarray:
-        return np.zeros((16, 16), np.uint8)
-
-    def heatmaps(self, batch, class_indices, method="gradcam"):
-        self.heatmap_batches.append(list(class_indices))
-        return np.tile(np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16), (len(batch), 1, 1))
 
 
 def _png(size: int = 32) -> bytes:

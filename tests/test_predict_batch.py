@@ -74,3 +74,26 @@ def test_predict_json_and_heatmaps(tiny_run: Path, nih_sample: Path, tmp_path: P
     assert all(r["heatmaps"] for r in rows[:3])
     maps = list((tmp_path / "maps").glob("*.png"))
     assert len(maps) >= 3
+
+
+def test_maps_of_a_corrected_image_are_drawn_on_the_upright_image(tmp_path: Path, nih_sample: Path,
+                                                                   monkeypatch) -> None:
+    """A file the gate turned back (verdict rot90) gets its maps over the upright image, without a second gate."""
+    import numpy as np
+    from PIL import Image
+
+    import chestdx.explain
+    from chestdx.inference import Prediction
+    from chestdx.io import read_image
+    from chestdx.serve.batch import _save_maps
+
+    src = sorted((nih_sample / "images").glob("*.png"))[0]
+    upright = read_image(src)
+    turned = tmp_path / "turned.png"
+    Image.fromarray((np.rot90(upright) * 255).round().astype(np.uint8)).save(turned)
+    drawn = []
+    monkeypatch.setattr(chestdx.explain, "overlay_png", lambda img, heat, caption, path: drawn.append(img) or path)
+    pred = Prediction(source=str(turned), quality="rot90", corrected="rotated; corrected",
+                      heatmaps={"Mass": np.zeros((8, 8), np.float32)})
+    assert len(_save_maps(pred, tmp_path, 0, "gradcam")) == 1
+    np.testing.assert_allclose(drawn[0], upright, atol=1 / 255)

@@ -220,3 +220,14 @@ def test_gate_and_image_preparer_pickle_for_worker_processes() -> None:
     (p1, x1), (p2, x2) = prep.prepare(img), copy.prepare(img)
     assert (p1.quality, p1.corrected, p1.error) == (p2.quality, p2.corrected, p2.error)
     assert (x1 is None and x2 is None) or np.array_equal(x1, x2)
+
+
+def test_undo_turns_each_correctable_class_back() -> None:
+    from chestdx.inference.quality import undo
+
+    img = np.random.default_rng(3).random((12, 20)).astype(np.float32)
+    for k in (1, 2, 3):
+        assert np.array_equal(undo(np.rot90(img, k), f"rot{90 * k}"), img)
+    np.testing.assert_allclose(undo(1 - img, "inverted"), img, atol=1e-7)
+    with pytest.raises(ValueError, match="'frontal': not a correctable"):
+        undo(img, "frontal")

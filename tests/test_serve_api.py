@@ -19,7 +19,9 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from chestdx.inference import Predictor
+from chestdx.io import read_image
 from chestdx.serve.app import create_app
+from chestdx.serve.images import heatmap_png
 from chestdx.serve.server import BackgroundServer
 
 LIMIT = 400_000
@@ -85,6 +87,14 @@ def test_predict_real_image(client: TestClient, predictor: Predictor, nih_sample
         assert row["threshold"] == want.thresholds[lb] and row["positive"] == (lb in want.findings)
     assert res["ood"]["score"] == pytest.approx(want.ood_score, rel=1e-5) and isinstance(res["ood"]["flag"], bool)
     assert res["heatmaps"] and res["heatmap_method"] == "gradcam"
+    # "auto": called findings first, then the most probable; each map = the map of the Predictor's own model input
+    top = sorted(predictor.labels, key=lambda lb: -want.probabilities[lb])
+    auto = ([lb for lb in top if lb in want.findings] + [lb for lb in top if lb not in want.findings])
+    assert list(res["heatmaps"]) == auto[:len(res["heatmaps"])]
+    u8 = predictor.preprocess(read_image(path))[None].repeat(len(res["heatmaps"]), axis=0)
+    maps = predictor.heatmaps(u8, [predictor.labels.index(lb) for lb in res["heatmaps"]])
+    for lb, h in zip(res["heatmaps"], maps, strict=True):
+        assert res["heatmaps"][lb] == (heatmap_png(h) if float(h.max()) > 0 else None)
     for b64 in [m for m in res["heatmaps"].values() if m] + [res["image"]["preview_png"]]:
         Image.open(io.BytesIO(base64.b64decode(b64))).verify()
     assert (res["image"]["width"], res["image"]["height"]) == (512, 512)

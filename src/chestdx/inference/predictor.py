@@ -7,7 +7,7 @@ export is served with numpy, Pillow and onnxruntime alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,9 @@ from chestdx.inference.prediction import DISCLAIMER, Prediction
 from chestdx.inference.prepare import ImagePreparer
 
 log = logging.getLogger(__name__)
+
+# which heatmaps to compute: True (called findings, else the top label), labels, or Prediction -> labels
+HeatmapRequest = bool | Sequence[str] | Callable[[Prediction], Sequence[str]]
 
 
 class Predictor:
@@ -123,11 +126,12 @@ class Predictor:
 
     # -- prediction -----------------------------------------------------------------------------------------
     def predict(self, images: Sequence[str | Path | np.ndarray], batch_size: int = 16,
-                heatmaps: bool | Sequence[str] = False, method: str = "gradcam",
+                heatmaps: HeatmapRequest = False, method: str = "gradcam",
                 meta: np.ndarray | None = None) -> list[Prediction]:
         """Files or [0,1] arrays -> predictions; unreadable or refused images give a Prediction with ``error``.
 
-        ``heatmaps``: True = a map for every called finding (or the top label when none), or a list of labels.
+        ``heatmaps``: True = a map for every called finding (or the top label when none), a list of labels, or a
+        function ``Prediction -> labels`` called once the probabilities are in (e.g. the top k).
         """
         results: list[Prediction] = []
         for start in range(0, len(images), batch_size):
@@ -139,7 +143,7 @@ class Predictor:
         return results
 
     def predict_prepared(self, prepared: Sequence[tuple[Prediction, np.ndarray | None]],
-                         heatmaps: bool | Sequence[str] = False, method: str = "gradcam",
+                         heatmaps: HeatmapRequest = False, method: str = "gradcam",
                          meta: np.ndarray | None = None) -> list[Prediction]:
         """Finish predictions from :meth:`ImagePreparer.prepare` results ((Prediction, model input or None));
         ``meta`` has one row per item. Items without an input keep their ``error``."""
@@ -150,7 +154,7 @@ class Predictor:
             self._fill(preds, rows, batch, None if meta is None else meta[rows], heatmaps, method)
         return preds
 
-    def predict_bytes(self, data: bytes, name: str = "upload", heatmaps: bool | Sequence[str] = False,
+    def predict_bytes(self, data: bytes, name: str = "upload", heatmaps: HeatmapRequest = False,
                       method: str = "gradcam") -> tuple[Prediction, np.ndarray]:
         """Decode in-memory bytes (no disk) and predict; returns (prediction, the [0,1] image predicted on).
 
@@ -162,7 +166,7 @@ class Predictor:
         return pred, img
 
     def _fill(self, preds: list[Prediction], idx: list[int], batch: np.ndarray, meta: np.ndarray | None,
-              heatmaps: bool | Sequence[str], method: str) -> None:
+              heatmaps: HeatmapRequest, method: str) -> None:
         z, extra = self.forward(batch, meta)
         ood = self._ood_scores(extra)
         raw, cal = _sigmoid(z), self.calibration.apply(z)
@@ -181,6 +185,8 @@ class Predictor:
             self._ood_info(p, None if ood is None else float(ood[row]))
             if heatmaps is True:
                 names = p.findings or [max(p.probabilities, key=p.probabilities.get)]
+            elif callable(heatmaps):
+                names = [lb for lb in dict.fromkeys(heatmaps(p)) if lb in self.labels]
             else:
                 names = [lb for lb in dict.fromkeys(heatmaps or []) if lb in self.labels]
             wanted += [(row, self.labels.index(lb)) for lb in names]

@@ -241,12 +241,20 @@ class QualityGate:
 
         Rotations are exact (the original array back); inversion is exact up to float rounding (< 1e-7).
         """
-        img = np.asarray(img01)
         if result.action != "corrected" or result.corrected is None:
-            return img
-        if result.corrected == "inverted":
-            return (1 - img).astype(img.dtype, copy=False)
-        return np.ascontiguousarray(np.rot90(img, -_ROT_K[result.corrected]))
+            return np.asarray(img01)
+        return undo(img01, result.corrected)
+
+
+def undo(img01: np.ndarray, name: str) -> np.ndarray:
+    """Undo the gate class ``name`` ("rot90", "rot180", "rot270", "inverted"), e.g. a Prediction's ``quality``
+    when its ``corrected`` is set: the upright image again, without running the gate."""
+    img = np.asarray(img01)
+    if name == "inverted":
+        return (1 - img).astype(img.dtype, copy=False)
+    if name not in _ROT_K:
+        raise ValueError(f"{name!r}: not a correctable quality class (one of {', '.join([*_ROT_K, 'inverted'])})")
+    return np.ascontiguousarray(np.rot90(img, -_ROT_K[name]))
 
 
 @lru_cache(maxsize=4)

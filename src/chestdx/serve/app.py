@@ -257,14 +257,11 @@ def _auto_labels(pred: Any, labels: list[str], limit: int) -> list[str]:
 
 def _predict_one(predictor: Any, data: bytes, name: str, spec: list[str] | str, preview: bool, method: str,
                  max_heatmaps: int) -> dict[str, Any]:
-    pred, image = predictor.predict_bytes(data, name)
-    maps: dict[str, str | None] = {}
-    wanted = _auto_labels(pred, predictor.labels, max_heatmaps) if spec == "auto" else list(spec)
-    if wanted:
-        u8 = predictor.preprocess(image)[None].repeat(len(wanted), axis=0)
-        hm = predictor.heatmaps(u8, [predictor.labels.index(lb) for lb in wanted], method=method)
-        # None = an empty Grad-CAM map (no region increased this label's score)
-        maps = {lb: heatmap_png(h) if float(h.max()) > 0 else None for lb, h in zip(wanted, hm, strict=True)}
+    # the maps are computed in the same pass, on the same model input, once the probabilities are known
+    wanted = (lambda p: _auto_labels(p, predictor.labels, max_heatmaps)) if spec == "auto" else list(spec)
+    pred, image = predictor.predict_bytes(data, name, heatmaps=wanted, method=method)
+    # None = an empty Grad-CAM map (no region increased this label's score)
+    maps = {lb: heatmap_png(h) if float(h.max()) > 0 else None for lb, h in pred.heatmaps.items()}
     rows = [{"label": lb, "probability": pred.probabilities[lb], "raw_probability": pred.raw_probabilities[lb],
              "threshold": pred.thresholds.get(lb), "positive": lb in pred.findings,
              "callable": lb not in pred.not_callable, "reason": pred.not_callable.get(lb),

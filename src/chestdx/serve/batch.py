@@ -114,7 +114,7 @@ def predict_paths(predictor: Any, paths: Sequence[str | Path], batch_size: int =
         for k, pred in enumerate(preds):
             row = prediction_row(pred, result.labels)
             if want_maps and not pred.error and pred.heatmaps:
-                row["heatmaps"] = ";".join(_save_maps(predictor, pred, Path(heatmaps_dir), i + k, method))
+                row["heatmaps"] = ";".join(_save_maps(pred, Path(heatmaps_dir), i + k, method))
             result.rows.append(row)
         if progress:
             progress(len(chunk))
@@ -122,13 +122,14 @@ def predict_paths(predictor: Any, paths: Sequence[str | Path], batch_size: int =
     return result
 
 
-def _save_maps(predictor: Any, pred: Any, folder: Path, index: int, method: str) -> list[str]:
+def _save_maps(pred: Any, folder: Path, index: int, method: str) -> list[str]:
     from chestdx.explain import format_caption, overlay_png
+    from chestdx.inference.quality import undo
     from chestdx.io import read_image
 
     image = read_image(pred.source)
-    if pred.corrected and predictor.gate is not None:  # the maps are on the corrected (upright) image
-        image = predictor.gate.correct(image, predictor.gate.assess(image))
+    if pred.corrected:  # the maps are on the upright image the gate made; its class is the verdict
+        image = undo(image, pred.quality)
     out = []
     for label, heat in pred.heatmaps.items():
         path = folder / f"{index:06d}_{_safe_stem(Path(pred.source))}_{label}.png"
