@@ -34,6 +34,8 @@ class OnnxBackend:
     """``forward(batch_u8, meta) -> (logits (B,L), ood_d2 (B,) or None)`` with onnxruntime on the CPU."""
 
     name = "onnxruntime"
+    # onnxruntime's intra-op threads busy-wait between ops by default (True); False lets them sleep
+    allow_spinning = True
 
     def __init__(self, onnx_path: str | Path, meta_missing: list[float] | None = None, threads: int | None = None):
         import onnxruntime as ort
@@ -41,6 +43,7 @@ class OnnxBackend:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         self._outputs = [o.name for o in self.session.get_outputs()]
         self._inputs = [i.name for i in self.session.get_inputs()]
