@@ -10,6 +10,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config) -> None:
+    """The allocator setting the CLI and ``fit`` use (chestdx.allocator), for the whole test process."""
+    from chestdx.allocator import tune_malloc
+
+    tune_malloc()
+
+
 def data_root() -> Path:
     """Real data folder: $CHESTDX_DATA, default ../shared/data next to the repo root."""
     return Path(os.environ.get("CHESTDX_DATA", REPO.parent / "shared" / "data")).resolve()

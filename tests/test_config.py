@@ -188,3 +188,14 @@ def test_chestmodule_fills_optimizer_defaults_from_the_schema_and_reloads(tmp_pa
     assert again.label_names == ["a", "b"] and again.optim_cfg == module.optim_cfg
     for key, value in module.state_dict().items():
         torch.testing.assert_close(again.state_dict()[key], value)
+
+
+def test_default_has_intensity_augmentation_and_default_geometric_is_default_without_it():
+    """docs/robustness.md: the two-seed decision put intensity augmentation in `default`; the old recipe stays."""
+    new, old = load_config("default"), load_config("default_geometric")
+    strengths = ("gamma", "contrast", "noise_std", "blur_sigma")
+    assert all(new["augment"][k] > 0 for k in strengths) and all(old["augment"][k] == 0 for k in strengths)
+    assert {k: v for k, v in old.items() if k not in ("name", "augment")} == \
+        {k: v for k, v in new.items() if k not in ("name", "augment")}
+    assert {k: v for k, v in old["augment"].items() if k not in strengths} == \
+        {k: v for k, v in new["augment"].items() if k not in strengths}

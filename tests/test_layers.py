@@ -14,7 +14,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "chestdx"
 
 LAYERS: list[set[str]] = [
-    {"labels", "io", "rundir", "notice", "policies"},
+    {"labels", "io", "rundir", "notice", "policies", "allocator"},
     {"data"},
     {"models"},
     {"train"},

@@ -14,6 +14,7 @@ import logging
 import typer
 from rich.logging import RichHandler
 
+from chestdx.allocator import tune_malloc
 from chestdx.cli import _common, data, explain, runs, serve, train
 from chestdx.cli._common import EXIT_CODES_HELP, console
 
@@ -29,6 +30,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging; tracebacks on errors.")
           ) -> None:
     _common.set_verbose(verbose)
+    tune_malloc()  # CPU tensors reused, not page-faulted in on every pass (chestdx.allocator)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False, show_time=False)])
 

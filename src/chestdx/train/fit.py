@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
+from chestdx.allocator import tune_malloc
 from chestdx.data.pipeline import write_bad_files
 from chestdx.rundir import RunDir, atomic_write_json
 from chestdx.train.config import load_config, save_config
@@ -254,6 +255,7 @@ def fit(config: dict[str, Any], out_dir: str | Path, split_csv: str | Path | Non
         config = load_config(run.config)
         split_csv = run.split
     k = check_folds(config["folds"])
+    tune_malloc()
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
     is_zero = rank_zero_only.rank == 0
