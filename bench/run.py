@@ -54,6 +54,8 @@ BENCHES: list[tuple[str, str, list[str], str]] = [
     ("inference", "Ensemble of 5 (K-fold run), EfficientNet-Lite0@224, 2 threads: latency with Grad-CAM, ONNX parity",
      ["bench/bench_inference.py", "latency", "--arch", "efficientnet_lite0", "--threads", "2", "--members", "5"],
      "targets: one 1024 px image + heatmap <= 0.5 s; ONNX ensemble parity <= 1e-4"),
+    ("inference", "Allocator tuning (chestdx.allocator) on vs off: EfficientNet-Lite0@224 inference + training",
+     ["bench/bench_allocator.py"], "kernel (page-fault) time removed; peak RSS cost"),
     ("inference", "Quality gate latency", ["bench/bench_quality.py"], "target <= 30 ms per image on 2 threads"),
     ("explain", "Saliency cost per image on CPU (224 px)", ["bench/bench_explain.py", "time"],
      "Grad-CAM vs Grad-CAM++ vs SmoothGrad"),

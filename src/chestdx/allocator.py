@@ -8,8 +8,9 @@ was kernel time (860 k page faults for 4 batches of 16); with the thresholds bel
 takes ~37 % less wall time (training steps ~17 % less). The price is resident memory: freed blocks up to
 ``limit`` stay in the process for reuse (+0.2-0.3 GB peak RSS in that measurement).
 
-On by default wherever chestdx runs models in its own process (the CLI, ``fit``); ``CHESTDX_MALLOC_TUNING=0``
-turns it off. Only glibc (Linux) has ``mallopt``; elsewhere this does nothing. The same effect without
+On by default where chestdx runs models in a process of its own: every CLI command except ``serve`` (a long-lived
+threaded server, where glibc's default returns memory and the stated memory ceiling was measured), and ``fit``.
+``CHESTDX_MALLOC_TUNING=0`` turns it off. Only glibc (Linux) has ``mallopt``; elsewhere this does nothing. The same effect without
 chestdx: ``MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=268435456`` in the environment.
 """
 

@@ -27,10 +27,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 
 
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging; tracebacks on errors.")
+def _main(ctx: typer.Context,
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging; tracebacks on errors.")
           ) -> None:
     _common.set_verbose(verbose)
-    tune_malloc()  # CPU tensors reused, not page-faulted in on every pass (chestdx.allocator)
+    if ctx.invoked_subcommand != "serve":  # a long-lived threaded server keeps glibc's default (memory ceiling)
+        tune_malloc()  # CPU tensors reused, not page-faulted in on every pass (chestdx.allocator)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False, show_time=False)])
 
