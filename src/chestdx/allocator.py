@@ -3,15 +3,15 @@
 glibc serves an allocation above its mmap threshold (dynamic, at most 32 MiB) with fresh ``mmap`` pages and
 returns them to the kernel on ``free``. A CPU forward pass allocates activations of tens of MiB per batch, so
 every pass faults its buffers in again, page by page, in the kernel. Measured on the 2-core machine
-(EfficientNet-Lite0, 224 px, 1 thread; docs/benchmarks.md "Allocator"): 44 % of an inference pass's CPU time
-was kernel time (860 k page faults for 4 batches of 16); with the thresholds below it is ~1 %, and a pass
-takes ~37 % less wall time (training steps ~17 % less). The price is resident memory: freed blocks up to
-``limit`` stay in the process for reuse (+0.2-0.3 GB peak RSS in that measurement).
+(``bench/bench_allocator.py``: EfficientNet-Lite0, 224 px, batch 16, 1 thread; docs/benchmarks.md "Allocator"):
+37 % of an inference pass's CPU time was kernel time (189 k page faults per batch); with the thresholds below it
+is 1.5 %, inference runs 1.48x faster and a training step 1.08x. The price is resident memory: freed blocks up to
+``limit`` stay in the process for reuse (+147 MiB peak RSS there).
 
 On by default where chestdx runs models in a process of its own: every CLI command except ``serve`` (a long-lived
 threaded server, where glibc's default returns memory and the stated memory ceiling was measured), and ``fit``.
-``CHESTDX_MALLOC_TUNING=0`` turns it off. Only glibc (Linux) has ``mallopt``; elsewhere this does nothing. The same effect without
-chestdx: ``MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=268435456`` in the environment.
+``CHESTDX_MALLOC_TUNING=0`` turns it off. Only glibc (Linux) has ``mallopt``; elsewhere this does nothing.
+The same effect without chestdx: ``MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=268435456``.
 """
 
 from __future__ import annotations
