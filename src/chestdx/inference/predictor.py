@@ -185,10 +185,9 @@ class Predictor:
             self._ood_info(p, None if ood is None else float(ood[row]))
             if heatmaps is True:
                 names = p.findings or [max(p.probabilities, key=p.probabilities.get)]
-            elif callable(heatmaps):
-                names = [lb for lb in dict.fromkeys(heatmaps(p)) if lb in self.labels]
             else:
-                names = [lb for lb in dict.fromkeys(heatmaps or []) if lb in self.labels]
+                asked = heatmaps(p) if callable(heatmaps) else heatmaps or []
+                names = [lb for lb in dict.fromkeys(asked) if lb in self.labels]
             wanted += [(row, self.labels.index(lb)) for lb in names]
         if wanted and self.can_explain:
             rows = [r for r, _ in wanted]
